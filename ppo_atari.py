@@ -235,6 +235,13 @@ def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
     )
 
 
+def is_game_over(terminated: np.ndarray, truncated: np.ndarray, lives: np.ndarray, prev_lives: np.ndarray) -> np.ndarray:
+    """Which envs finished a whole game this step. A termination is a life loss or the game's end; at
+    the end the env has already reset (SameStep) and lives jump back up, so a game is over when a
+    termination comes without lives going down (or the time limit cut it)."""
+    return truncated | (terminated & (lives >= prev_lives))
+
+
 def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
     # impl detail: orthogonal weights, zero bias (Huang et al. 2022, detail 2)
     nn.init.orthogonal_(layer.weight, std)
@@ -377,9 +384,7 @@ def train(args: Args) -> str:
                 # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
                 rewards[step] = np.sign(reward)
                 terminations[step], truncations[step] = terminated, truncated
-                # A termination is a life loss or the game's end. At the end the env has already reset
-                # (SameStep), so lives jump back up: a game is over when lives did not go down.
-                game_over = truncated | (terminated & (info["lives"] >= lives))
+                game_over = is_game_over(terminated, truncated, info["lives"], lives)
                 lives = info["lives"]
                 game_return += reward
                 game_length += 1
