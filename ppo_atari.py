@@ -235,7 +235,9 @@ def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
     )
 
 
-def is_game_over(terminated: np.ndarray, truncated: np.ndarray, lives: np.ndarray, prev_lives: np.ndarray) -> np.ndarray:
+def is_game_over(
+    terminated: np.ndarray, truncated: np.ndarray, lives: np.ndarray, prev_lives: np.ndarray
+) -> np.ndarray:
     """Which envs finished a whole game this step. A termination is a life loss or the game's end; at
     the end the env has already reset (SameStep) and lives jump back up, so a game is over when a
     termination comes without lives going down (or the time limit cut it)."""
@@ -509,33 +511,29 @@ def load_checkpoint(path: str, device: torch.device) -> tuple[Agent, str]:
 def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.device, video_dir: str | None = None):
     """Play whole games (all lives, raw score) with actions sampled from pi_theta, on a single gymnasium
     env whose preprocessing gives the same frames as the training envs (and can render for video)."""
-    game, sticky = atari_game(env_id)
-    if gym.spec(env_id).kwargs["frameskip"] != 1:
-        env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_dir else None)  # v5: skip in the wrapper
-    else:
-        env = gym.make(env_id, render_mode="rgb_array" if video_dir else None)
+    atari_game(env_id)  # fails on an unknown id
+    # v5 ids skip frames in the emulator; here the wrapper skips 4 and max-pools, as the vector env does
+    env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_dir else None)
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, terminal_on_life_loss=False)
     env = gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda e: True, name_prefix="eval")
-    fire = env.unwrapped.get_action_meanings().index("FIRE") if "FIRE" in env.unwrapped.get_action_meanings() else None
+    meanings = env.unwrapped.get_action_meanings()
     agent.eval()
     scores = []
-    obs, _ = env.reset(seed=seed)
     with torch.inference_mode():
-        while len(scores) < episodes:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed if episode == 0 else None)
             episode_return, episode_over = 0.0, False
-            if fire is not None:  # the training envs press FIRE at reset too
-                obs, reward, terminated, truncated, _ = env.step(fire)
-                episode_return += reward
+            if "FIRE" in meanings:  # the training envs press FIRE at reset too
+                obs, episode_return, *_ = env.step(meanings.index("FIRE"))
             while not episode_over:
                 logits, _ = agent(torch.from_numpy(np.asarray(obs)).unsqueeze(0).to(device))
                 obs, reward, terminated, truncated, _ = env.step(sample_actions(logits)[0].item())
                 episode_return += reward
                 episode_over = terminated or truncated
             scores.append(episode_return)
-            print(f"eval episode {len(scores)}/{episodes}: return {episode_return:.1f}", flush=True)
-            obs, _ = env.reset()
+            print(f"eval episode {episode + 1}/{episodes}: return {episode_return:.1f}", flush=True)
     env.close()
     agent.train()
     return scores

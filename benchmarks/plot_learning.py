@@ -1,0 +1,64 @@
+"""Learning curve of a run's raw game scores beside a reference run, as a PNG, with per-100k means.
+
+    python benchmarks/plot_learning.py runs/<run>/metrics.csv \
+        --reference benchmarks/results/cleanrl-ppo-atari-breakout-1m-seed1.csv --random 1.7 \
+        --title "PPO, BreakoutNoFrameskip-v4, seed 1" --out benchmarks/results/ppo_breakout_1m.png
+"""
+
+import argparse
+import csv
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def game_scores(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(global_step, episodic_return) per finished game, from our long metrics.csv or a two-column csv."""
+    rows = list(csv.DictReader(open(path)))
+    if "metric" in rows[0]:
+        rows = [
+            {"global_step": r["global_step"], "episodic_return": r["value"]}
+            for r in rows
+            if r["metric"] == "charts/episodic_return"
+        ]
+    return np.array([float(r["global_step"]) for r in rows]), np.array([float(r["episodic_return"]) for r in rows])
+
+
+def summary(steps, scores, every=100_000):
+    means = [scores[(steps > lo) & (steps <= lo + every)].mean() for lo in range(0, int(steps.max()), every)]
+    return ", ".join(f"{m:.1f}" for m in means), scores[-100:].mean()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("metrics")
+    p.add_argument("--reference", default=None)
+    p.add_argument("--reference-label", default="CleanRL ppo_atari.py (same machine kind)")
+    p.add_argument("--label", default="ppo_atari.py (this repo)")
+    p.add_argument("--random", type=float, default=None)
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for path, label in [(a.metrics, a.label), (a.reference, a.reference_label)]:
+        if path is None:
+            continue
+        steps, scores = game_scores(path)
+        window = np.ones(min(100, len(scores))) / min(100, len(scores))
+        smooth = np.convolve(scores, window, mode="valid")
+        ax.plot(steps, scores, ".", alpha=0.15, markersize=2)
+        ax.plot(steps[len(steps) - len(smooth) :], smooth, label=f"{label}: mean of last 100 games")
+        per_100k, last_100 = summary(steps, scores)
+        print(f"{label}: {len(scores)} games; means per 100k steps: {per_100k}; last 100 games: {last_100:.1f}")
+    if a.random is not None:
+        ax.axhline(a.random, color="gray", linestyle="--", label=f"random policy ({a.random})")
+    ax.set_xlabel("agent steps (all envs; 4 frames each)")
+    ax.set_ylabel("raw game score (all lives)")
+    ax.set_title(a.title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(a.out, dpi=120)
+    print(f"wrote {a.out}")
