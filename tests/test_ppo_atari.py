@@ -119,7 +119,11 @@ def test_env_ids_map_to_rom_and_sticky_actions():
 
 @pytest.mark.parametrize(
     "env_id,hint",
-    [("BreakotNoFrameskip-v4", "BreakoutNoFrameskip-v4"), ("Breakout-v4", "BreakoutNoFrameskip-v4"), ("CartPole-v1", "")],
+    [
+        ("BreakotNoFrameskip-v4", "BreakoutNoFrameskip-v4"),
+        ("Breakout-v4", "BreakoutNoFrameskip-v4"),
+        ("CartPole-v1", ""),
+    ],
 )
 def test_unknown_env_id_fails_with_close_matches(env_id, hint):
     with pytest.raises(SystemExit, match="unknown Atari env id") as e:
@@ -155,7 +159,9 @@ def test_is_game_over_cases():
     truncated = np.array([False, False, True, False, False])
     lives = np.array([3, 5, 2, 4, 0])
     prev = np.array([4, 1, 2, 4, 0])  # life loss, reset after game over, time limit, nothing, lives-less game over
-    np.testing.assert_array_equal(ppo.is_game_over(terminated, truncated, lives, prev), [False, True, True, False, True])
+    np.testing.assert_array_equal(
+        ppo.is_game_over(terminated, truncated, lives, prev), [False, True, True, False, True]
+    )
 
 
 # ---------------------------------------------------------------- bad input: one line, before training
