@@ -49,8 +49,8 @@ if __name__ == "__main__":
         steps, scores = game_scores(path)
         window = np.ones(min(100, len(scores))) / min(100, len(scores))
         smooth = np.convolve(scores, window, mode="valid")
-        ax.plot(steps, scores, ".", alpha=0.15, markersize=2)
-        ax.plot(steps[len(steps) - len(smooth) :], smooth, label=f"{label}: mean of last 100 games")
+        (line,) = ax.plot(steps[len(steps) - len(smooth) :], smooth, label=f"{label}: mean of last 100 games")
+        ax.plot(steps, scores, ".", alpha=0.15, markersize=2, color=line.get_color())
         per_100k, last_100 = summary(steps, scores)
         print(f"{label}: {len(scores)} games; means per 100k steps: {per_100k}; last 100 games: {last_100:.1f}")
     if a.random is not None:
