@@ -180,7 +180,7 @@ class Run:
         self.last_print = now
         sps = global_step / max(now - self.start, 1e-9)
         recent = f"{np.mean(self.returns):.1f} (last {len(self.returns)})" if self.returns else "-"
-        eta = (self.total - global_step) / max(sps, 1e-9)
+        eta = max(self.total - global_step, 0) / max(sps, 1e-9)
         print(
             f"step {global_step:,}/{self.total:,} | {sps:,.0f} SPS | return {recent} | "
             f"ETA {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m",

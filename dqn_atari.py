@@ -1,0 +1,619 @@
+"""DQN on Atari: Q-learning with a deep network, experience replay and a frozen target network.
+
+DQN starts from tabular Q-learning, which moves Q(s, a) towards a one-step bootstrapped target:
+
+    Q(s, a) <- Q(s, a) + alpha (r + gamma max_a' Q(s', a') - Q(s, a))
+
+and replaces the table by a network Q_theta fitted by gradient descent. The naive candidate acts
+epsilon-greedily and takes one gradient step per transition, on the transition it just saw:
+
+    loop
+        a  <- argmax_a Q_theta(s, a) with probability 1 - epsilon, rand(A) otherwise
+        r  <- act!(env, a);  s' <- observe(env)
+        theta <- theta - alpha grad_theta || r + gamma max_a' Q_theta(s', a') - Q_theta(s, a) ||_2
+        s  <- s'
+
+Its three problems and DQN's two fixes:
+    1. consecutive samples are highly correlated  -> experience replay: store the experience tuples
+    2. batches of size 1                              (s, a, r, s') and learn from random minibatches
+    3. the target moves with every step of theta   -> a frozen target network theta', copied from
+                                                      theta every few thousand steps
+giving the loss, minimized over minibatches from the replay memory:
+
+    l(s, a, r, s') = (r + gamma max_a' Q_theta'(s', a') - Q_theta(s, a))^2
+
+Papers: Mnih et al. 2013, "Playing Atari with Deep Reinforcement Learning"; Mnih et al. 2015,
+"Human-level control through deep reinforcement learning" (Nature; the network and the preprocessing).
+Defaults are those of CleanRL's dqn_atari.py, so results compare.
+
+Examples:
+    python dqn_atari.py --env-id BreakoutNoFrameskip-v4
+    python dqn_atari.py --env-id ALE/Pong-v5 --total-timesteps 2000000 --loss huber --save-model --track
+    python dqn_atari.py --eval-checkpoint runs/<run>/dqn_atari.pt --eval-episodes 10 --capture-video
+
+Symbols: gamma -> args.gamma, alpha -> args.learning_rate, epsilon -> args.start_e .. args.end_e,
+theta -> q_net, theta' -> target_net, the replay memory D -> memory (args.buffer_size transitions).
+
+Deliberate departures from the Nature paper (all as in CleanRL's dqn_atari.py, so results compare):
+- Adam (lr 1e-4) instead of RMSProp (lr 2.5e-4); target copied every 1,000 steps instead of 10,000
+  updates; epsilon 1 -> 0.01 over the first 10% of training instead of 1 -> 0.1 over 1M frames;
+- the squared error of the lecture by default; `--loss huber` is the paper's error clipping (the
+  gradient of the TD error clipped to [-1, 1] is the gradient of the Huber loss with delta 1);
+- a life loss ends the episode for learning (no bootstrap through it) but the game goes on;
+  the logged episodic_return is the raw score of the whole game, what papers report.
+"""
+
+import csv
+import difflib
+import json
+import os
+import random
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Literal, NoReturn
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from ale_py.vector_env import AtariVectorEnv
+
+
+@dataclass
+class Args:
+    # --- shared: begin ---
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run folder's name)"""
+    seed: int = 1
+    """seed of python, numpy, torch and the environments (sub-env i gets seed + i)"""
+    torch_deterministic: bool = True
+    """use torch's deterministic algorithms (same seed -> same run on one machine)"""
+    cuda: bool = True
+    """use the GPU when one is there"""
+    track: bool = False
+    """log to Weights & Biases (WANDB_MODE=offline works without network)"""
+    wandb_project_name: str = "rl-lecture"
+    """the wandb project"""
+    wandb_entity: str | None = None
+    """the wandb entity (team or user)"""
+    capture_video: bool = False
+    """record videos of the evaluation episodes into the run folder's videos/"""
+    save_model: bool = False
+    """save the trained weights into the run folder"""
+    eval_episodes: int = 10
+    """whole games played with the trained policy after training (0: none)"""
+    eval_checkpoint: str | None = None
+    """evaluate this saved model instead of training (uses --eval-episodes, --capture-video)"""
+    # --- shared: end ---
+    env_id: str = "BreakoutNoFrameskip-v4"
+    """gymnasium Atari id: <Game>NoFrameskip-v4, or ALE/<Game>-v5 (sticky actions, p=0.25)"""
+    total_timesteps: int = 10_000_000
+    """total agent steps over all envs (each is 4 emulator frames)"""
+
+    # Algorithm: defaults of CleanRL's dqn_atari.py
+    num_envs: int = 1
+    """parallel game instances (1 as in the paper)"""
+    buffer_size: int = 1_000_000
+    """transitions the replay memory holds (about 7.1 KB each: one 84x84 frame and a few bytes)"""
+    buffer_device: Literal["cpu", "cuda"] = "cpu"
+    """where the replay memory lives (cuda: on the GPU, so that a minibatch never crosses the bus)"""
+    learning_rate: float = 1e-4
+    """Adam step size alpha"""
+    gamma: float = 0.99
+    """discount factor gamma"""
+    batch_size: int = 32
+    """transitions per minibatch sampled from the replay memory"""
+    learning_starts: int = 80_000
+    """agent steps of pure collection before the first update"""
+    train_frequency: int = 4
+    """one update every this many agent steps"""
+    target_network_frequency: int = 1_000
+    """copy theta into the frozen theta' every this many agent steps"""
+    start_e: float = 1.0
+    """epsilon at the start"""
+    end_e: float = 0.01
+    """epsilon at the end of the decay, and after"""
+    exploration_fraction: float = 0.1
+    """fraction of --total-timesteps over which epsilon decays linearly from --start-e to --end-e"""
+    loss: Literal["mse", "huber"] = "mse"
+    """mse: the lecture's squared TD error; huber: the Nature paper's error clipping"""
+    eval_epsilon: float = 0.05
+    """epsilon of the epsilon-greedy policy during evaluation (Mnih et al. 2015)"""
+
+
+# --- shared: begin ---
+def fail(message: str) -> NoReturn:
+    """Stop before training with a one-line error saying what was wrong and what to do."""
+    raise SystemExit(f"error: {message}")
+
+
+def seed_everything(seed: int, torch_deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.backends.cudnn.deterministic = torch_deterministic
+    torch.backends.cudnn.benchmark = not torch_deterministic
+    torch.use_deterministic_algorithms(torch_deterministic)
+    # deterministic mode also fills new tensors with NaN to expose reads of uninitialized memory;
+    # nothing here reads such memory, and the fill cost 20% of the update on CPU (measured)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def pick_device(cuda: bool) -> torch.device:
+    return torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
+
+
+class Run:
+    """The run folder runs/<env>__<exp>__<seed>__<time>/: args.json, metrics.csv (global_step,
+    metric, value), the model; the same metrics to wandb with --track; a progress line."""
+
+    def __init__(self, args, total_timesteps: int):
+        self.name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.dir = os.path.join("runs", self.name)
+        os.makedirs(self.dir, exist_ok=True)
+        with open(os.path.join(self.dir, "args.json"), "w") as f:
+            json.dump(asdict(args), f, indent=2)
+        self.csv_file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
+        self.csv = csv.writer(self.csv_file)
+        self.csv.writerow(["global_step", "metric", "value"])
+        self.wandb = None
+        if args.track:
+            import wandb
+
+            self.wandb = wandb.init(
+                project=args.wandb_project_name,
+                entity=args.wandb_entity,
+                config=asdict(args),
+                name=self.name,
+                dir=self.dir,
+            )
+        self.total = total_timesteps
+        self.start = self.last_print = time.time()
+        self.returns = deque(maxlen=100)  # raw scores of the last 100 finished games
+
+    def log(self, global_step: int, metrics: dict) -> None:
+        for name, value in metrics.items():
+            self.csv.writerow([global_step, name, float(value)])
+            if name == "charts/episodic_return":
+                self.returns.append(float(value))
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=global_step)
+
+    def progress(self, global_step: int, every: float = 5.0) -> None:
+        now = time.time()
+        if now - self.last_print < every and global_step < self.total:
+            return
+        self.last_print = now
+        sps = global_step / max(now - self.start, 1e-9)
+        recent = f"{np.mean(self.returns):.1f} (last {len(self.returns)})" if self.returns else "-"
+        eta = max(self.total - global_step, 0) / max(sps, 1e-9)
+        print(
+            f"step {global_step:,}/{self.total:,} | {sps:,.0f} SPS | return {recent} | "
+            f"ETA {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m",
+            flush=True,
+        )
+
+    def close(self) -> None:
+        self.csv_file.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+# --- shared: end ---
+
+
+def atari_game(env_id: str) -> tuple[str, float]:
+    """Map a gymnasium Atari id to (ROM name, sticky-action probability), or fail with close matches."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    # NoFrameskip-v4 (frameskip 1) and v5 (frameskip 4) ids; v4 without NoFrameskip skips 2-4 frames at random
+    ids = [
+        i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
+    ]
+    if env_id not in ids:
+        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
+        fail(f"unknown Atari env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    kwargs = gym.spec(env_id).kwargs
+    return kwargs["game"], kwargs["repeat_action_probability"]
+
+
+def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
+    """The DeepMind preprocessing (Mnih et al. 2015; Machado et al. 2018), done in ale-py's C++ threads:
+    up to 30 no-ops at reset, FIRE at reset, 4 frames per step max-pooled over the last two, 84x84
+    grayscale, 4-frame stack, 108k-frame time limit. A life loss returns terminated=True and the game
+    goes on (life_loss_info; episodic_life would restart the game). Rewards come back raw: the script
+    logs the real score and clips for learning. SameStep autoreset: a game over returns the next
+    game's first observation at once, so every step returned is a real transition."""
+    game, sticky = atari_game(env_id)
+    return AtariVectorEnv(
+        game,
+        num_envs,
+        repeat_action_probability=sticky,
+        noop_max=30,
+        use_fire_reset=True,
+        episodic_life=False,
+        life_loss_info=True,
+        reward_clipping=False,
+        autoreset_mode="SameStep",
+        # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
+        num_threads=min(num_envs, os.cpu_count() or 1),
+    )
+
+
+def is_game_over(
+    terminated: np.ndarray, truncated: np.ndarray, lives: np.ndarray, prev_lives: np.ndarray
+) -> np.ndarray:
+    """Which envs finished a whole game this step. A termination is a life loss or the game's end; at
+    the end the env has already reset (SameStep) and lives jump back up, so a game is over when a
+    termination comes without lives going down (or the time limit cut it)."""
+    return truncated | (terminated & (lives >= prev_lives))
+
+
+class QNetwork(nn.Module):
+    """The Nature-DQN network (Mnih et al. 2015): stacked frames in, one Q value per action out."""
+
+    def __init__(self, frames: int, num_actions: int):
+        super().__init__()
+        self.num_actions = num_actions
+        self.net = nn.Sequential(
+            nn.Conv2d(frames, 32, 8, stride=4),  # [B, 32, 20, 20]
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),  # [B, 64, 9, 9]
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),  # [B, 64, 7, 7]
+            nn.ReLU(),
+            nn.Flatten(),  # [B, 3136]
+            nn.Linear(64 * 7 * 7, 512),
+            nn.ReLU(),
+            nn.Linear(512, num_actions),  # [B, A]
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """uint8 frames [B, 4, 84, 84] -> Q_theta(s, .) [B, A]."""
+        # channels_last (NHWC) convolutions: faster on CPU (see ppo_atari.py); scale to [0, 1] in place
+        return self.net(obs.contiguous(memory_format=torch.channels_last).float().mul_(1.0 / 255.0))
+
+
+class ReplayMemory:
+    """The replay memory D of experience tuples (s, a, r, s'), one 84x84 frame per step.
+
+    An observation is a stack of the last 4 frames, so consecutive observations share 3 of them, and s'
+    of one step is s of the next: storing each frame once instead of s and s' (8 frames) per step takes
+    1M transitions from 56 GB down to 7.1 GB. Each env writes its own ring of slots: slot i holds the
+    newest frame of an observation, and the action, clipped reward and termination of the step taken
+    from it. s is rebuilt from slots i-3..i and s' from slots i-2..i+1; frames from before the game's
+    first observation are zero, as the env's own stack is after a reset, so that a rebuilt stack equals
+    bit for bit what the env returned and never mixes two games. A life loss terminates (no bootstrap)
+    but the game and its stack go on. At a game's end (a termination on the last life, or a time-limit
+    truncation) the env has already reset (SameStep): the game's final observation from
+    info["final_obs"] takes one extra slot, marked `last` (no step starts there), and the next game
+    starts in the slot after it. A truncated step thus bootstraps from its true final observation.
+    """
+
+    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple, device: torch.device):
+        self.stack = obs_shape[0]
+        self.slots = -(-capacity // num_envs)  # slots per env
+        shape = (num_envs, self.slots)
+        # empty, not zeros: untouched pages take no RAM, so memory use grows as the ring fills
+        self.frames = torch.empty((*shape, *obs_shape[1:]), dtype=torch.uint8, device=device)
+        self.actions = torch.zeros(shape, dtype=torch.uint8, device=device)
+        self.rewards = torch.zeros(shape, dtype=torch.int8, device=device)  # sign(r) in {-1, 0, 1}
+        self.terminations = torch.zeros(shape, dtype=torch.bool, device=device)
+        # frames of the same game before this slot's, capped at stack - 1: how far back s may reach
+        self.history = torch.zeros(shape, dtype=torch.uint8, device=device)
+        self.last = torch.zeros(shape, dtype=torch.bool, device=device)  # a game's final observation
+        self.cur = torch.full((num_envs,), -1, dtype=torch.long, device=device)  # slot of each env's s
+        self.filled = torch.zeros(num_envs, dtype=torch.long, device=device)  # slots written, up to slots
+        self.env_ids = torch.arange(num_envs, device=device)
+        self.window = torch.arange(1 - self.stack, 2, device=device)  # slot offsets of s and s': [-3..1]
+        self.device = device
+
+    @staticmethod
+    def bytes_per_slot(obs_shape: tuple) -> int:
+        """One frame and 5 one-byte fields (action, reward, termination, history, last)."""
+        return int(np.prod(obs_shape[1:])) + 5
+
+    def _append(self, envs: torch.Tensor, frames: np.ndarray, history: torch.Tensor | int, last) -> None:
+        slot = (self.cur[envs] + 1) % self.slots
+        self.frames[envs, slot] = torch.from_numpy(frames).to(self.device)
+        self.history[envs, slot] = history
+        self.last[envs, slot] = last
+        self.cur[envs] = slot
+        self.filled[envs] = (self.filled[envs] + 1).clamp_(max=self.slots)
+
+    def reset(self, obs: np.ndarray) -> None:
+        """The first observation of each env's first game."""
+        self._append(self.env_ids, obs[:, -1], 0, False)
+
+    def add(self, actions, rewards, terminations, next_obs, game_over, final_obs) -> None:
+        """Store (a, sign(r), terminated) for each env's current s, then append s' (numpy arrays, [N, ...])."""
+        e, slot = self.env_ids, self.cur
+        self.actions[e, slot] = torch.from_numpy(actions.astype(np.uint8)).to(self.device)
+        self.rewards[e, slot] = torch.from_numpy(np.sign(rewards).astype(np.int8)).to(self.device)
+        self.terminations[e, slot] = torch.from_numpy(terminations).to(self.device)
+        history = (self.history[e, slot] + 1).clamp_(max=self.stack - 1)
+        if not game_over.any():
+            self._append(e, next_obs[:, -1], history, False)
+            return
+        # a game ended: s' is its final observation; the reset observation starts the next game after it
+        game_over_t = torch.from_numpy(game_over).to(self.device)
+        self._append(e, np.where(game_over[:, None, None], final_obs[:, -1], next_obs[:, -1]), history, game_over_t)
+        self._append(e[game_over_t], next_obs[game_over, -1], 0, False)
+
+    def valid(self, envs: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Slots a step starts from: s' is stored, all of s is still there, and it is not a game's end."""
+        age = (self.cur[envs] - slots) % self.slots  # 0: the current s, whose step is not taken yet
+        reach = self.history[envs, slots].long()
+        return (age >= 1) & (age + reach < self.filled[envs]) & ~self.last[envs, slots]
+
+    def sample_slots(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uniform (env, slot) pairs among the valid ones: draw from the written slots, redraw the invalid."""
+        n = len(self.env_ids)
+        envs = torch.randint(n, (batch_size,), device=self.device)
+        slots = (torch.rand(batch_size, device=self.device) * self.filled[envs]).long()
+        while not (ok := self.valid(envs, slots)).all():  # a few % of draws at most: ring ends, game ends
+            new_envs = torch.randint(n, (batch_size,), device=self.device)
+            new_slots = (torch.rand(batch_size, device=self.device) * self.filled[new_envs]).long()
+            envs, slots = torch.where(ok, envs, new_envs), torch.where(ok, slots, new_slots)
+        return envs, slots
+
+    def transitions(self, envs: torch.Tensor, slots: torch.Tensor):
+        """(s, a, r, terminated, s') at the given slots, stacks rebuilt with zeros before a game's start."""
+        window = (slots[:, None] + self.window) % self.slots  # [B, 5]: slots i-3 .. i+1
+        frames = self.frames[envs[:, None], window]  # [B, 5, 84, 84]
+        before_start = self.window < -self.history[envs, slots, None].long()  # [B, 5]
+        frames.masked_fill_(before_start[:, :, None, None], 0)
+        obs, next_obs = frames[:, :-1], frames[:, 1:]  # [B, 4, 84, 84] each
+        actions = self.actions[envs, slots].long()
+        rewards = self.rewards[envs, slots].float()
+        return obs, actions, rewards, self.terminations[envs, slots].float(), next_obs
+
+    def sample(self, batch_size: int):
+        return self.transitions(*self.sample_slots(batch_size))
+
+
+def available_memory(device: torch.device) -> tuple[int | None, str]:
+    """Bytes free for the replay memory: MemAvailable from /proc/meminfo, or the GPU's free memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0], "free on the GPU"
+    try:
+        with open("/proc/meminfo") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return kb * 1024, "available (MemAvailable)"
+    except (OSError, StopIteration):  # not Linux: nothing to compare with
+        return None, ""
+
+
+def check_memory(args: "Args", obs_shape: tuple) -> None:
+    """Refuse a replay memory that cannot fit, now, rather than hours later when it has filled."""
+    per_slot = ReplayMemory.bytes_per_slot(obs_shape)
+    needed = -(-args.buffer_size // args.num_envs) * args.num_envs * per_slot
+    available, where = available_memory(torch.device(args.buffer_device))
+    reserve = 2**30  # for the rest of the run: torch, the networks, the minibatches
+    if available is not None and needed + reserve > available:
+        fits = max(0, (available - reserve) // per_slot)
+        fail(
+            f"the replay memory needs {needed / 1e9:.2f} GB ({args.buffer_size:,} transitions x {per_slot:,} bytes) "
+            f"but {available / 1e9:.2f} GB is {where}, 1 GiB of it kept for the rest of the run; "
+            + (f"use --buffer-size {fits:,} or less" if fits >= args.batch_size else "free some memory first")
+        )
+
+
+def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
+    """epsilon decays linearly from start_e to end_e over `duration` steps, then stays at end_e."""
+    return max(end_e, start_e + (end_e - start_e) * t / max(duration, 1))
+
+
+def epsilon_greedy(q_net: QNetwork, obs: np.ndarray, epsilon: float, rng: np.random.Generator, device) -> np.ndarray:
+    """lecture: a <- argmax_a Q_theta(s, a) with probability 1 - epsilon, rand(A) otherwise; obs [N, 4, 84, 84]."""
+    explore = rng.random(len(obs)) < epsilon
+    actions = rng.integers(q_net.num_actions, size=len(obs))
+    if not explore.all():  # no forward pass while every env explores (the warm-up at epsilon 1)
+        with torch.inference_mode():
+            greedy = q_net(torch.from_numpy(obs).to(device)).argmax(dim=1).cpu().numpy()
+        actions = np.where(explore, actions, greedy)
+    return actions
+
+
+def td_target(rewards: torch.Tensor, terminations: torch.Tensor, next_q_target: torch.Tensor, gamma: float):
+    """y = r + gamma (1 - terminated) max_a' Q_theta'(s', a'), next_q_target = Q_theta'(s', .) [B, A].
+
+    No bootstrap through a termination: there is no s' to value. A truncation (the time limit) is not
+    a termination, and s' is then the final observation of the cut game, which is bootstrapped."""
+    return rewards + gamma * (1.0 - terminations) * next_q_target.max(dim=1).values
+
+
+def check_args(args: Args) -> None:
+    """Fail on bad input before anything is allocated."""
+    for name in ("total_timesteps", "num_envs", "buffer_size", "batch_size", "train_frequency"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.target_network_frequency <= 0:
+        fail(f"--target-network-frequency must be positive, got {args.target_network_frequency}")
+    if args.eval_episodes < 0 or args.learning_starts < 0:
+        fail("--eval-episodes and --learning-starts must be 0 or more")
+    if args.buffer_size < max(args.batch_size, 5 * args.num_envs):
+        fail(f"--buffer-size {args.buffer_size} must hold --batch-size transitions and 5 per env at least")
+    if not (0 < args.gamma <= 1 and args.learning_rate > 0 and 0 < args.exploration_fraction <= 1):
+        fail("need 0 < --gamma <= 1, --learning-rate > 0 and 0 < --exploration-fraction <= 1")
+    if not all(0 <= e <= 1 for e in (args.start_e, args.end_e, args.eval_epsilon)):
+        fail("--start-e, --end-e and --eval-epsilon are probabilities: between 0 and 1")
+    if args.buffer_device == "cuda" and not torch.cuda.is_available():
+        fail("--buffer-device cuda needs a GPU that torch can see; use --buffer-device cpu")
+    check_discrete_actions(args.env_id)
+    atari_game(args.env_id)
+
+
+def check_discrete_actions(env_id: str) -> None:
+    """DQN picks argmax_a over a finite set of actions: say so when given a continuous-action env."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    spec = gym.registry.get(env_id)
+    if spec is None or spec.entry_point == "ale_py.env:AtariEnv":
+        return
+    try:
+        env = gym.make(env_id)
+        space = env.action_space
+        env.close()
+    except Exception:  # cannot even build it: atari_game() reports the id as not an Atari game
+        return
+    if not isinstance(space, gym.spaces.Discrete):
+        fail(f"{env_id} has continuous actions {space}; DQN takes the argmax over a finite set of actions")
+
+
+def train(args: Args) -> str:
+    """Act epsilon-greedily, store each transition in the replay memory, and every --train-frequency
+    steps take one gradient step on a random minibatch; copy theta into theta' every
+    --target-network-frequency steps. Returns the run folder."""
+    check_args(args)
+    seed_everything(args.seed, args.torch_deterministic)
+    device, buffer_device = pick_device(args.cuda), torch.device(args.buffer_device)
+    envs = make_envs(args.env_id, args.num_envs)
+    obs_shape, num_actions = envs.single_observation_space.shape, envs.single_action_space.n
+    check_memory(args, obs_shape)
+    N = args.num_envs
+    num_iterations = args.total_timesteps // N
+    run = Run(args, num_iterations * N)
+
+    q_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
+    target_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
+    target_net.load_state_dict(q_net.state_dict())
+    target_net.requires_grad_(False)
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate)
+    memory = ReplayMemory(args.buffer_size, N, obs_shape, buffer_device)
+    rng = np.random.default_rng(args.seed)  # exploration
+
+    obs, info = envs.reset(seed=args.seed)
+    memory.reset(obs)
+    lives = info["lives"]
+    game_return = np.zeros(N)  # raw score of each env's current game (all lives)
+    game_length = np.zeros(N, dtype=np.int64)
+    global_step = updates = 0
+    for _ in range(num_iterations):
+        # ---- act: epsilon-greedy on Q_theta ----
+        epsilon = linear_schedule(
+            args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
+        )
+        actions = epsilon_greedy(q_net, obs, epsilon, rng, device)
+
+        # ---- observe and store the experience tuple (s, a, r, s') ----
+        next_obs, reward, terminated, truncated, info = envs.step(actions)
+        global_step += N
+        game_over = is_game_over(terminated, truncated, info["lives"], lives)
+        lives = info["lives"]
+        # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
+        memory.add(actions, reward, terminated, next_obs, game_over, info.get("final_obs"))
+        obs = next_obs
+        game_return += reward
+        game_length += 1
+        if game_over.any():
+            for i in np.flatnonzero(game_over):
+                run.log(
+                    global_step, {"charts/episodic_return": game_return[i], "charts/episodic_length": game_length[i]}
+                )
+            game_return[game_over] = 0
+            game_length[game_over] = 0
+
+        # ---- learn: one minibatch step per --train-frequency agent steps, after the warm-up ----
+        if global_step > args.learning_starts:
+            for _ in range(global_step // args.train_frequency - (global_step - N) // args.train_frequency):
+                obs_b, actions_b, rewards_b, terminations_b, next_obs_b = memory.sample(args.batch_size)
+                obs_b, next_obs_b = obs_b.to(device), next_obs_b.to(device)
+                # lecture: l(s, a, r, s') = (r + gamma max_a' Q_theta'(s', a') - Q_theta(s, a))^2
+                with torch.no_grad():
+                    y = td_target(rewards_b.to(device), terminations_b.to(device), target_net(next_obs_b), args.gamma)
+                q_sa = q_net(obs_b).gather(1, actions_b.to(device)[:, None]).squeeze(1)
+                # deviation: --loss huber is the Nature paper's clipping of the TD error's gradient to [-1, 1]
+                loss = F.mse_loss(q_sa, y) if args.loss == "mse" else F.smooth_l1_loss(q_sa, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                updates += 1
+                if updates % 100 == 0:  # .item() waits for the device: not at every update
+                    sps = global_step / (time.time() - run.start)
+                    losses = {"losses/td_loss": loss.item(), "losses/q_values": q_sa.mean().item()}
+                    run.log(global_step, {**losses, "charts/epsilon": epsilon, "charts/SPS": sps})
+            # ---- sync: the frozen target theta' <- theta ----
+            if global_step // args.target_network_frequency != (global_step - N) // args.target_network_frequency:
+                target_net.load_state_dict(q_net.state_dict())
+        run.progress(global_step)
+    envs.close()
+
+    if args.save_model:
+        path = os.path.join(run.dir, f"{args.exp_name}.pt")
+        torch.save({"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}, path)
+        print(f"saved {path}")
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
+        scores = evaluate(q_net, args.env_id, args.eval_episodes, args.eval_epsilon, args.seed, device, video_dir)
+        for episode_return in scores:
+            run.log(global_step, {"eval/episodic_return": episode_return})
+    run.close()
+    return run.dir
+
+
+def load_checkpoint(path: str, device: torch.device) -> tuple[QNetwork, str]:
+    """Load a model saved by --save-model, safely (weights_only: tensors and plain values, no code)."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # a missing, truncated or foreign file: say which and why in one line
+        fail(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    if not isinstance(checkpoint, dict) or not {"model", "env_id", "num_actions"} <= checkpoint.keys():
+        fail(f"{path} is not a dqn_atari.py checkpoint (expected keys model, env_id, num_actions)")
+    q_net = QNetwork(4, checkpoint["num_actions"]).to(device, memory_format=torch.channels_last)
+    try:
+        q_net.load_state_dict(checkpoint["model"])
+    except RuntimeError as e:
+        fail(f"checkpoint {path} does not fit dqn_atari.py's network: {str(e).splitlines()[1].strip()}")
+    return q_net, checkpoint["env_id"]
+
+
+def evaluate(q_net, env_id: str, episodes: int, epsilon: float, seed: int, device, video_dir: str | None = None):
+    """Play whole games (all lives, raw score) epsilon-greedily on Q_theta, on a single gymnasium env whose
+    preprocessing gives the same frames as the training envs (and can render for video)."""
+    atari_game(env_id)  # fails on an unknown id
+    # v5 ids skip frames in the emulator; here the wrapper skips 4 and max-pools, as the vector env does
+    env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_dir else None)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, terminal_on_life_loss=False)
+    env = gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda e: True, name_prefix="eval")
+    meanings = env.unwrapped.get_action_meanings()
+    rng = np.random.default_rng(seed)
+    scores = []
+    with torch.inference_mode():
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed if episode == 0 else None)
+            episode_return, episode_over = 0.0, False
+            if "FIRE" in meanings:  # the training envs press FIRE at reset too
+                obs, episode_return, *_ = env.step(meanings.index("FIRE"))
+            while not episode_over:
+                action = epsilon_greedy(q_net, np.asarray(obs)[None], epsilon, rng, device)[0]
+                obs, reward, terminated, truncated, _ = env.step(action)
+                episode_return += reward
+                episode_over = terminated or truncated
+            scores.append(episode_return)
+            print(f"eval episode {episode + 1}/{episodes}: return {episode_return:.1f}", flush=True)
+    env.close()
+    return scores
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    if args.eval_checkpoint:
+        if args.eval_episodes <= 0:
+            fail("--eval-episodes must be positive to evaluate a checkpoint")
+        seed_everything(args.seed, args.torch_deterministic)
+        device = pick_device(args.cuda)
+        q_net, env_id = load_checkpoint(args.eval_checkpoint, device)
+        video_dir = os.path.join(os.path.dirname(args.eval_checkpoint), "videos") if args.capture_video else None
+        scores = evaluate(q_net, env_id, args.eval_episodes, args.eval_epsilon, args.seed, device, video_dir)
+        print(f"{env_id}: mean return {np.mean(scores):.1f} +- {np.std(scores):.1f} over {len(scores)} games")
+    else:
+        train(args)

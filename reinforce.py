@@ -1,0 +1,565 @@
+"""REINFORCE: the lecture's policy gradient with reward-to-go and a baseline, in one file.
+
+The policy pi_theta(a|s) is improved by gradient ascent on the expected discounted return U(theta),
+whose gradient is estimated from whole episodes played with pi_theta itself (d is the horizon):
+
+    grad U(theta) = E_tau[ sum_{k=0}^{d} grad_theta log pi_theta(a_k | s_k) gamma^k (r_{k,to-go} - r_base(s_k)) ]
+    r_{k,to-go}   = sum_{l>=k} gamma^{l-k} r_l         (an action cannot change the rewards before it)
+    theta'        = theta + alpha grad U(theta)
+
+Subtracting a baseline r_base(s_k) that does not depend on a_k leaves the expectation unchanged,
+E[grad log pi_theta(a|s) b(s)] = b(s) grad sum_a pi_theta(a|s) = 0, and removes variance:
+`--baseline none`, `mean` (the batch's average reward-to-go at the same step k) or `value` (a learned
+V(s) regressed on the rewards-to-go). An episode cut by a time limit did not end: its reward-to-go is
+completed with gamma^{d-k+1} V(s_{d+1}), so V is fitted with every baseline.
+
+Papers: Williams 1992, "Simple statistical gradient-following algorithms for connectionist
+reinforcement learning"; Sutton et al. 2000, "Policy Gradient Methods for Reinforcement Learning with
+Function Approximation"; Achiam 2018, Spinning Up ("vanilla policy gradient").
+
+Examples:
+    python reinforce.py
+    python reinforce.py --env-id Acrobot-v1 --baseline none --total-timesteps 300000
+    python reinforce.py --env-id Pendulum-v1 --normalize-obs --save-model
+    python reinforce.py --eval-checkpoint runs/<run>/reinforce.pt --eval-episodes 10
+
+Symbols: gamma -> args.gamma, alpha -> args.learning_rate, r_base -> args.baseline,
+theta -> the policy network (and log sigma for Box actions), V -> the value network.
+
+Deliberate departures from the lecture:
+- the step is Adam's, not plain alpha * grad U (per-parameter step sizes; the direction's sign is kept);
+- V is fitted by several Adam steps per batch on the squared error to the rewards-to-go.
+"""
+
+import csv
+import difflib
+import json
+import os
+import random
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Literal, NoReturn
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+
+
+@dataclass
+class Args:
+    # --- shared: begin ---
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run folder's name)"""
+    seed: int = 1
+    """seed of python, numpy, torch and the environments (sub-env i gets seed + i)"""
+    torch_deterministic: bool = True
+    """use torch's deterministic algorithms (same seed -> same run on one machine)"""
+    cuda: bool = True
+    """use the GPU when one is there"""
+    track: bool = False
+    """log to Weights & Biases (WANDB_MODE=offline works without network)"""
+    wandb_project_name: str = "rl-lecture"
+    """the wandb project"""
+    wandb_entity: str | None = None
+    """the wandb entity (team or user)"""
+    capture_video: bool = False
+    """record videos of the evaluation episodes into the run folder's videos/"""
+    save_model: bool = False
+    """save the trained weights into the run folder"""
+    eval_episodes: int = 10
+    """whole games played with the trained policy after training (0: none)"""
+    eval_checkpoint: str | None = None
+    """evaluate this saved model instead of training (uses --eval-episodes, --capture-video)"""
+    # --- shared: end ---
+    env_id: str = "CartPole-v1"
+    """gymnasium id of an env with a Box observation and a Discrete or Box action space"""
+    total_timesteps: int = 500_000
+    """total env steps over all envs (training stops at the first update past it)"""
+
+    # Algorithm: tuned on CartPole-v1 for this repo (Spinning Up's VPG uses gamma 0.99, V fitted by 80 Adam steps)
+    num_envs: int = 8
+    """parallel envs (gymnasium's SyncVectorEnv)"""
+    episodes_per_update: int = 8
+    """whole episodes per gradient step (M in the average over tau)"""
+    learning_rate: float = 1e-2
+    """Adam step size alpha of the policy"""
+    gamma: float = 0.99
+    """discount factor gamma"""
+    baseline: Literal["none", "mean", "value"] = "value"
+    """r_base(s_k): none (0), mean (the batch's mean reward-to-go at step k), value (learned V(s))"""
+    discount_gradient: bool = True
+    """weight step k by gamma^k, as the lecture's formula does (off: drop it, as most code does)"""
+    normalize_obs: bool = False
+    """standardize observations by running mean and std (kept in the checkpoint)"""
+    vf_learning_rate: float = 1e-3
+    """Adam step size of the value network V"""
+    vf_iters: int = 80
+    """full-batch Adam steps fitting V to the rewards-to-go after each update"""
+
+
+# --- shared: begin ---
+def fail(message: str) -> NoReturn:
+    """Stop before training with a one-line error saying what was wrong and what to do."""
+    raise SystemExit(f"error: {message}")
+
+
+def seed_everything(seed: int, torch_deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.backends.cudnn.deterministic = torch_deterministic
+    torch.backends.cudnn.benchmark = not torch_deterministic
+    torch.use_deterministic_algorithms(torch_deterministic)
+    # deterministic mode also fills new tensors with NaN to expose reads of uninitialized memory;
+    # nothing here reads such memory, and the fill cost 20% of the update on CPU (measured)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def pick_device(cuda: bool) -> torch.device:
+    return torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
+
+
+class Run:
+    """The run folder runs/<env>__<exp>__<seed>__<time>/: args.json, metrics.csv (global_step,
+    metric, value), the model; the same metrics to wandb with --track; a progress line."""
+
+    def __init__(self, args, total_timesteps: int):
+        self.name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.dir = os.path.join("runs", self.name)
+        os.makedirs(self.dir, exist_ok=True)
+        with open(os.path.join(self.dir, "args.json"), "w") as f:
+            json.dump(asdict(args), f, indent=2)
+        self.csv_file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
+        self.csv = csv.writer(self.csv_file)
+        self.csv.writerow(["global_step", "metric", "value"])
+        self.wandb = None
+        if args.track:
+            import wandb
+
+            self.wandb = wandb.init(
+                project=args.wandb_project_name,
+                entity=args.wandb_entity,
+                config=asdict(args),
+                name=self.name,
+                dir=self.dir,
+            )
+        self.total = total_timesteps
+        self.start = self.last_print = time.time()
+        self.returns = deque(maxlen=100)  # raw scores of the last 100 finished games
+
+    def log(self, global_step: int, metrics: dict) -> None:
+        for name, value in metrics.items():
+            self.csv.writerow([global_step, name, float(value)])
+            if name == "charts/episodic_return":
+                self.returns.append(float(value))
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=global_step)
+
+    def progress(self, global_step: int, every: float = 5.0) -> None:
+        now = time.time()
+        if now - self.last_print < every and global_step < self.total:
+            return
+        self.last_print = now
+        sps = global_step / max(now - self.start, 1e-9)
+        recent = f"{np.mean(self.returns):.1f} (last {len(self.returns)})" if self.returns else "-"
+        eta = max(self.total - global_step, 0) / max(sps, 1e-9)
+        print(
+            f"step {global_step:,}/{self.total:,} | {sps:,.0f} SPS | return {recent} | "
+            f"ETA {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m",
+            flush=True,
+        )
+
+    def close(self) -> None:
+        self.csv_file.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+# --- shared: end ---
+
+
+def check_env(env_id: str, render: bool = False) -> gym.Env:
+    """Make one env, or fail in one line: an unknown id (with close matches), a missing dependency,
+    or spaces this script has no policy for."""
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        fail(f"unknown env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    try:
+        env = gym.make(env_id, render_mode="rgb_array" if render else None)
+        if render:  # classic-control envs draw with pygame, which gymnasium does not install by default
+            env.reset(seed=0)
+            env.render()
+    except Exception as e:
+        fail(f"cannot make {env_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    obs_space, action_space = env.observation_space, env.action_space
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+        fail(f"{env_id} has observation space {obs_space}; reinforce.py needs a flat Box (a vector)")
+    if not (isinstance(action_space, gym.spaces.Discrete) or (type(action_space) is gym.spaces.Box)):
+        fail(
+            f"{env_id} has action space {type(action_space).__name__}; reinforce.py handles Discrete "
+            "(categorical policy) and Box (Gaussian policy)"
+        )
+    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) != 1:
+        fail(f"{env_id} has action space {action_space}; reinforce.py needs a flat Box (a vector)")
+    return env
+
+
+def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+    """N copies in one process. SameStep autoreset: an episode's end returns the next episode's first
+    observation at once (the last one is in info["final_obs"]), so every step returned is real."""
+    return gym.make_vec(
+        env_id,
+        num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+    )
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2)) -> nn.Linear:
+    # impl detail: orthogonal weights, zero bias (Huang et al. 2022, "37 implementation details", detail 2)
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, 0.0)
+    return layer
+
+
+def mlp(inputs: int, outputs: int, out_std: float) -> nn.Sequential:
+    return nn.Sequential(
+        layer_init(nn.Linear(inputs, 64)),
+        nn.Tanh(),
+        layer_init(nn.Linear(64, 64)),
+        nn.Tanh(),
+        layer_init(nn.Linear(64, outputs), std=out_std),
+    )
+
+
+class Agent(nn.Module):
+    """The policy pi_theta(a|s) (categorical for Discrete, diagonal Gaussian for Box actions) and,
+    separately, the value V(s); optionally the running mean and variance of the observations."""
+
+    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, normalize_obs: bool = False):
+        super().__init__()
+        self.discrete, self.normalize_obs = discrete, normalize_obs
+        # logits [B, A] or the Gaussian's mean [B, A]; small last layer -> near-uniform / near-zero start
+        self.actor = mlp(obs_dim, action_dim, out_std=0.01)
+        self.critic = mlp(obs_dim, 1, out_std=1.0)
+        # a state-independent log sigma per action dimension (also part of theta)
+        self.log_std = None if discrete else nn.Parameter(torch.zeros(action_dim))
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_var", torch.ones(obs_dim))
+        self.register_buffer("obs_count", torch.tensor(0.0))
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.normalize_obs:
+            return obs
+        # impl detail: clip standardized observations to [-10, 10] (as Stable-Baselines3's VecNormalize)
+        return ((obs - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)).clamp(-10.0, 10.0)
+
+    def update_obs_stats(self, obs: torch.Tensor) -> None:
+        """Merge a batch's mean and variance into the running ones (Chan et al.'s parallel algorithm)."""
+        n, batch_mean, batch_var = obs.shape[0], obs.mean(0), obs.var(0, unbiased=False)
+        total = self.obs_count + n
+        delta = batch_mean - self.obs_mean
+        m2 = self.obs_var * self.obs_count + batch_var * n + delta**2 * self.obs_count * n / total
+        self.obs_mean += delta * n / total
+        self.obs_var.copy_(m2 / total)
+        self.obs_count.copy_(total)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.normalize(obs)).squeeze(-1)  # [B]
+
+    def sample(self, obs: torch.Tensor) -> torch.Tensor:
+        """a ~ pi_theta(.|s): [B] action indices, or [B, A] unclipped Gaussian actions."""
+        out = self.actor(self.normalize(obs))
+        if self.discrete:
+            return torch.multinomial(torch.softmax(out, dim=-1), 1).squeeze(-1)
+        return out + self.log_std.exp() * torch.randn_like(out)
+
+    def logprob_and_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi_theta(a|s) [B] and the policy's entropy H[pi_theta(.|s)] [B]."""
+        out = self.actor(self.normalize(obs))
+        if self.discrete:
+            logp_all = torch.log_softmax(out, dim=-1)
+            return categorical_logprob(out, actions), -(logp_all.exp() * logp_all).sum(-1)
+        entropy = (self.log_std + 0.5 * np.log(2 * np.pi * np.e)).sum().expand(out.shape[0])
+        return gaussian_logprob(actions, out, self.log_std), entropy
+
+
+def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = -sum_i [ (a_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + log(2 pi) / 2 ], [B].
+    `actions` are the sampled ones, before any clipping to the env's bounds: the clip is the env's."""
+    z = (actions - mean) / log_std.exp()
+    return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
+
+
+def reward_to_go(rewards, terminations, truncations, bootstrap_values, gamma: float) -> torch.Tensor:
+    """r_{k,to-go} = sum_{l=k}^{end} gamma^{l-k} r_l over each episode, all tensors [T, N]:
+
+        r_{k,to-go} = r_k + gamma r_{k+1,to-go}             inside an episode
+        r_{k,to-go} = r_k                                   at a termination (the task ended)
+        r_{k,to-go} = r_k + gamma V(s_{k+1})                at a truncation (the time limit ended it)
+
+    bootstrap_values holds V of the last observation where truncated (and anything elsewhere).
+    """
+    episode_over = torch.maximum(terminations, truncations)
+    bootstrap = truncations * (1.0 - terminations) * bootstrap_values  # a termination wins over a truncation
+    returns = torch.zeros_like(rewards)
+    next_return = torch.zeros_like(rewards[0])
+    for k in reversed(range(rewards.shape[0])):
+        next_return = rewards[k] + gamma * ((1.0 - episode_over[k]) * next_return + bootstrap[k])
+        returns[k] = next_return
+    return returns
+
+
+def step_in_episode(episode_over: torch.Tensor) -> torch.Tensor:
+    """k, the index of each step within its episode, [T, N] (the rollout starts new episodes in all envs)."""
+    k = torch.zeros_like(episode_over)
+    for t in range(1, episode_over.shape[0]):
+        k[t] = (k[t - 1] + 1) * (1.0 - episode_over[t - 1])
+    return k
+
+
+def mean_baseline(returns_to_go: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """r_base(s_k) = the mean of r_{k,to-go} over the batch's other episodes at the same step k, [B].
+
+    Leaving the episode itself out keeps the estimate unbiased: the baseline of a_k must not depend
+    on a_k, and a mean that included its own return would shrink the gradient by (1 - 1/M).
+    Where no other episode reached step k the baseline is 0.
+    """
+    k = k.long()
+    sums = torch.zeros(int(k.max()) + 1, dtype=returns_to_go.dtype).index_add_(0, k, returns_to_go)
+    counts = torch.zeros_like(sums).index_add_(0, k, torch.ones_like(returns_to_go))
+    others = counts[k] - 1
+    return torch.where(others > 0, (sums[k] - returns_to_go) / others.clamp(min=1), 0.0)
+
+
+def policy_gradient_loss(logprob, discounts, returns_to_go, baselines, num_episodes: int) -> torch.Tensor:
+    """-grad U(theta) as a loss for autograd, all tensors [B] (the steps of num_episodes episodes):
+
+        loss = -(1/M) sum_tau sum_k log pi_theta(a_k|s_k) gamma^k (r_{k,to-go} - r_base(s_k))
+
+    discounts are gamma^k, or 1 without --discount-gradient. Why most code drops gamma^k (Thomas
+    2014, "Bias in natural actor-critic algorithms"): with it, late steps of long episodes barely
+    count (0.99^300 = 0.05), although the policy must act well there too; without it every step
+    weighs alike, the estimate is no longer the gradient of the discounted U (nor of any function:
+    Nota & Thomas 2020, "Is the policy gradient a gradient?"), and gamma only shortens how far
+    ahead the reward-to-go credits an action.
+    """
+    return -(logprob * discounts * (returns_to_go - baselines)).sum() / num_episodes
+
+
+def check_args(args: Args) -> gym.Env:
+    """Fail on bad input before anything is allocated; return one env to read the spaces from."""
+    for name in ("total_timesteps", "num_envs", "episodes_per_update", "vf_iters"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.eval_episodes < 0:
+        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
+    if not (0 < args.gamma <= 1 and args.learning_rate > 0 and args.vf_learning_rate > 0):
+        fail("need 0 < --gamma <= 1, --learning-rate > 0 and --vf-learning-rate > 0")
+    if args.baseline not in ("none", "mean", "value"):
+        fail(f"--baseline must be none, mean or value, got {args.baseline!r}")
+    return check_env(args.env_id, render=args.capture_video and args.eval_episodes > 0)
+
+
+def train(args: Args) -> str:
+    """Play episodes_per_update whole episodes with pi_theta, take one step theta' = theta + alpha grad U,
+    fit V to the rewards-to-go; repeat until total_timesteps. Returns the run folder."""
+    env = check_args(args)
+    obs_dim, action_space = env.observation_space.shape[0], env.action_space
+    env.close()
+    seed_everything(args.seed, args.torch_deterministic)
+    device = pick_device(args.cuda)
+    # a 64-unit MLP on a few envs is too little work to split between threads: on this repo's 2-core
+    # CI machine, busy, two threads ran 30x slower than one (measured: 60 vs 2,000 steps per second)
+    torch.set_num_threads(1)
+    run = Run(args, args.total_timesteps)
+
+    envs = make_envs(args.env_id, args.num_envs)
+    envs.action_space.seed(args.seed)
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    action_dim = int(action_space.n) if discrete else action_space.shape[0]
+    agent = Agent(obs_dim, action_dim, discrete, args.normalize_obs).to(device)
+    policy_params = list(agent.actor.parameters()) + ([] if discrete else [agent.log_std])
+    policy_optimizer = torch.optim.Adam(policy_params, lr=args.learning_rate)
+    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
+
+    N, M = args.num_envs, args.episodes_per_update
+    global_step, reset_seed = 0, args.seed
+    while global_step < args.total_timesteps:
+        # ---- act and observe: M whole episodes with pi_theta, spread over the N envs ----
+        # An env starts another episode only while fewer than M have been started, and every started
+        # episode is played to its end: which episodes enter the batch never depends on their own
+        # length (keeping the first M to finish would favour short ones). Envs that are done wait;
+        # their steps are neither learned from nor counted.
+        next_obs, _ = envs.reset(seed=reset_seed)  # sub-env i gets seed + i, the first time only
+        reset_seed = None
+        active = np.arange(N) < M
+        started = int(active.sum())
+        episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
+        obs, actions, rewards, terminations, truncations, actives, final_obs = [], [], [], [], [], [], {}
+        with torch.inference_mode():
+            while active.any():
+                obs.append(next_obs)
+                actives.append(active.copy())
+                action = agent.sample(torch.as_tensor(next_obs, dtype=torch.float32, device=device)).cpu().numpy()
+                actions.append(action)
+                # the env gets the action clipped to its bounds; log pi_theta is of the sampled one
+                env_action = action if discrete else np.clip(action, action_space.low, action_space.high)
+                next_obs, reward, terminated, truncated, info = envs.step(env_action)
+                rewards.append(reward)
+                terminations.append(terminated)
+                truncations.append(truncated)
+                global_step += int(active.sum())
+                episode_return += reward
+                episode_length += 1
+                for i in np.flatnonzero((terminated | truncated) & active):
+                    if truncated[i] and not terminated[i]:  # the time limit cut it: V(s_{d+1}) completes it
+                        final_obs[(len(rewards) - 1, i)] = info["final_obs"][i]
+                    run.log(
+                        global_step,
+                        {"charts/episodic_return": episode_return[i], "charts/episodic_length": episode_length[i]},
+                    )
+                    if started < M:
+                        started += 1
+                    else:
+                        active[i] = False
+                episode_return[terminated | truncated] = 0
+                episode_length[terminated | truncated] = 0
+
+            as_tensor = lambda x: torch.as_tensor(np.array(x), dtype=torch.float32, device=device)  # [T, N, ...]
+            obs_t, rewards_t = as_tensor(obs), as_tensor(rewards)
+            terminations_t, truncations_t = as_tensor(terminations), as_tensor(truncations)
+            bootstrap_values = torch.zeros_like(rewards_t)
+            if final_obs:
+                bootstrap_values[tuple(zip(*final_obs, strict=True))] = agent.value(as_tensor(list(final_obs.values())))
+            returns_t = reward_to_go(rewards_t, terminations_t, truncations_t, bootstrap_values, args.gamma)
+            k_t = step_in_episode(torch.maximum(terminations_t, truncations_t))
+
+        # ---- learn: theta' = theta + alpha grad U(theta), from the steps of the M episodes ----
+        mask = torch.as_tensor(np.array(actives), device=device)  # [T, N]
+        b_obs, b_returns, b_k = obs_t[mask], returns_t[mask], k_t[mask]
+        b_actions = torch.as_tensor(np.array(actions), device=device)[mask]
+        with torch.no_grad():
+            b_values = agent.value(b_obs)  # V from earlier batches only: independent of these actions
+            if args.baseline == "value":
+                b_baselines = b_values
+            elif args.baseline == "mean":
+                b_baselines = mean_baseline(b_returns, b_k)
+            else:
+                b_baselines = torch.zeros_like(b_returns)
+            discounts = args.gamma**b_k if args.discount_gradient else torch.ones_like(b_k)
+        logprob, entropy = agent.logprob_and_entropy(b_obs, b_actions)
+        # lecture: grad U(theta) = E_tau[sum_k grad log pi_theta(a_k|s_k) gamma^k (r_{k,to-go} - r_base(s_k))]
+        pg_loss = policy_gradient_loss(logprob, discounts, b_returns, b_baselines, M)
+        policy_optimizer.zero_grad(set_to_none=True)
+        pg_loss.backward()
+        # deviation: Adam's step instead of theta + alpha grad U (Kingma & Ba 2015; as Spinning Up's VPG)
+        policy_optimizer.step()
+
+        # ---- fit the baseline: V(s_k) ~ r_{k,to-go}, regression on this batch ----
+        for _ in range(args.vf_iters):
+            v_loss = 0.5 * ((agent.value(b_obs) - b_returns) ** 2).mean()
+            value_optimizer.zero_grad(set_to_none=True)
+            v_loss.backward()
+            value_optimizer.step()
+        if args.normalize_obs:  # between updates, so that pi_theta stays fixed within a batch
+            agent.update_obs_stats(b_obs)
+
+        # how much of the rewards-to-go's variance the baseline explained before the fit (1: all, 0: none)
+        explained_var = 1 - (b_returns - b_baselines).var() / b_returns.var()
+        run.log(
+            global_step,
+            {
+                "losses/policy_loss": pg_loss.item(),
+                "losses/value_loss": v_loss.item(),
+                "losses/entropy": entropy.mean().item(),
+                "losses/explained_variance": explained_var.item(),
+                "charts/SPS": global_step / (time.time() - run.start),
+            },
+        )
+        run.progress(global_step)
+    envs.close()
+
+    if args.save_model:
+        path = os.path.join(run.dir, f"{args.exp_name}.pt")
+        meta = {"env_id": args.env_id, "obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
+        torch.save({"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}, path)
+        print(f"saved {path}")
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
+        for episode_return in evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir):
+            run.log(global_step, {"eval/episodic_return": episode_return})
+    run.close()
+    return run.dir
+
+
+CHECKPOINT_KEYS = {"model", "env_id", "obs_dim", "action_dim", "discrete", "normalize_obs"}
+
+
+def load_checkpoint(path: str, device: torch.device) -> tuple[Agent, str]:
+    """Load a model saved by --save-model, safely (weights_only: tensors and plain values, no code)."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # a missing, truncated or foreign file: say which and why in one line
+        fail(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys():
+        fail(f"{path} is not a reinforce.py checkpoint (expected keys {', '.join(sorted(CHECKPOINT_KEYS))})")
+    c = checkpoint
+    agent = Agent(c["obs_dim"], c["action_dim"], c["discrete"], c["normalize_obs"]).to(device)
+    try:
+        agent.load_state_dict(c["model"])
+    except RuntimeError as e:
+        fail(f"checkpoint {path} does not fit reinforce.py's network: {str(e).splitlines()[1].strip()}")
+    return agent, c["env_id"]
+
+
+def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.device, video_dir: str | None = None):
+    """Play whole episodes with actions sampled from pi_theta (clipped to the bounds for Box actions)."""
+    env = check_env(env_id, render=video_dir is not None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda e: True, name_prefix="eval")
+    agent.eval()
+    scores = []
+    with torch.inference_mode():
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed if episode == 0 else None)
+            episode_return, episode_over = 0.0, False
+            while not episode_over:
+                action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0))[0]
+                action = (
+                    action.item()
+                    if agent.discrete
+                    else np.clip(action.cpu().numpy(), env.action_space.low, env.action_space.high)
+                )
+                obs, reward, terminated, truncated, _ = env.step(action)
+                episode_return += float(reward)
+                episode_over = terminated or truncated
+            scores.append(episode_return)
+            print(f"eval episode {episode + 1}/{episodes}: return {episode_return:.1f}", flush=True)
+    env.close()
+    agent.train()
+    return scores
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    if args.eval_checkpoint:
+        if args.eval_episodes <= 0:
+            fail("--eval-episodes must be positive to evaluate a checkpoint")
+        seed_everything(args.seed, args.torch_deterministic)
+        device = pick_device(args.cuda)
+        agent, env_id = load_checkpoint(args.eval_checkpoint, device)
+        video_dir = os.path.join(os.path.dirname(args.eval_checkpoint), "videos") if args.capture_video else None
+        scores = evaluate(agent, env_id, args.eval_episodes, args.seed, device, video_dir)
+        print(f"{env_id}: mean return {np.mean(scores):.1f} +- {np.std(scores):.1f} over {len(scores)} episodes")
+    else:
+        train(args)

@@ -1,0 +1,411 @@
+"""natural_pg.py: the Fisher, CG and the two steps against dense naive references, and the user's view."""
+
+import csv
+import dataclasses
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+from torch.func import functional_call
+
+import natural_pg as npg
+
+TINY = dict(num_envs=2, episodes_per_update=4, total_timesteps=300, eval_episodes=0, vf_iters=5)
+
+
+def read_metrics(run_dir, skip=("charts/SPS",)):
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        return [row for row in csv.DictReader(f) if row["metric"] not in skip]
+
+
+def values_of(run_dir, metric):
+    return [float(r["value"]) for r in read_metrics(run_dir) if r["metric"] == metric]
+
+
+class MultiDiscreteEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.MultiDiscrete([2, 3])
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+
+gym.register("NaturalPGMultiDiscreteTest-v0", entry_point=MultiDiscreteEnv)
+
+
+# ---------------------------------------------------------------- a small policy and dense references
+
+OBS_DIM, HIDDEN, B = 3, 6, 40
+
+
+def small_policy(discrete: bool, seed: int = 0):
+    """A float64 policy with few parameters (~80), its states and pi_old's outputs."""
+    torch.manual_seed(seed)
+    agent = npg.Agent(OBS_DIM, 3 if discrete else 2, discrete, hidden=HIDDEN).double()
+    with torch.no_grad():  # a policy away from uniform, so that F is not special
+        agent.actor[-1].weight.mul_(100.0)
+        if not discrete:
+            agent.log_std.copy_(torch.tensor([-0.5, 0.3]))
+    obs = torch.randn(B, OBS_DIM, dtype=torch.float64)
+    with torch.no_grad():
+        old_out = agent.actor(obs)
+    old_log_std = None if discrete else agent.log_std.detach().clone()
+    return agent, obs, old_out, old_log_std
+
+
+def flat_theta(agent):
+    return torch.nn.utils.parameters_to_vector(agent.policy_params()).detach()
+
+
+def kl_of_flat_theta(agent, obs, old_out, old_log_std):
+    """theta (flat) -> mean KL(pi_old || pi_theta), for torch.autograd.functional.hessian."""
+    names = [n for n, _ in agent.actor.named_parameters()]
+    shapes = [p.shape for p in agent.actor.parameters()]
+
+    def kl(theta):
+        params, i = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            params[name] = theta[i : i + shape.numel()].reshape(shape)
+            i += shape.numel()
+        out = functional_call(agent.actor, params, (obs,))
+        if agent.discrete:
+            return npg.categorical_kl(old_out, out).mean()
+        return npg.gaussian_kl(old_out, old_log_std, out, theta[i:]).mean()
+
+    return kl
+
+
+def naive_categorical_fisher(agent, obs):
+    """F = (1/B) sum_s sum_a pi(a|s) grad log pi(a|s) grad log pi(a|s)^T, one backward pass per (s, a)."""
+    params = agent.policy_params()
+    P = sum(p.numel() for p in params)
+    F = torch.zeros(P, P, dtype=torch.float64)
+    for s in obs:
+        logp = torch.log_softmax(agent.actor(s), -1)
+        for a in range(len(logp)):
+            g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(logp[a], params, retain_graph=True)])
+            F += logp[a].exp().item() * torch.outer(g, g)
+    return F / len(obs)
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_fisher_from_score_vectors_is_the_hessian_of_the_kl(discrete):
+    agent, obs, old_out, old_log_std = small_policy(discrete)
+    F = npg.fisher_matrix(npg.fisher_score_vectors(agent, obs))
+    hessian = torch.autograd.functional.hessian(kl_of_flat_theta(agent, obs, old_out, old_log_std), flat_theta(agent))
+    torch.testing.assert_close(F, hessian, rtol=1e-7, atol=1e-10)
+    if discrete:
+        torch.testing.assert_close(F, naive_categorical_fisher(agent, obs), rtol=1e-9, atol=1e-12)
+    assert torch.linalg.eigvalsh(F).max() > 1e-2, "a Fisher this small would make the comparison empty"
+
+
+def kl_grad_of(agent, obs, old_out, old_log_std):
+    kl = agent.mean_kl(obs, old_out, old_log_std)
+    return npg.flat_grad(kl, agent.policy_params(), create_graph=True)
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+@pytest.mark.parametrize("damping", [0.0, 0.1])
+def test_fisher_vector_product_matches_the_explicit_matrix(discrete, damping):
+    agent, obs, old_out, old_log_std = small_policy(discrete)
+    F = npg.fisher_matrix(npg.fisher_score_vectors(agent, obs))
+    kl_grad = kl_grad_of(agent, obs, old_out, old_log_std)
+    torch.testing.assert_close(kl_grad, torch.zeros_like(kl_grad), atol=1e-12, rtol=0)  # KL is minimal at theta_old
+    for seed in range(3):
+        v = torch.randn(len(F), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        got = npg.fisher_vector_product(kl_grad, agent.policy_params(), v, damping)
+        torch.testing.assert_close(got, F @ v + damping * v, rtol=1e-8, atol=1e-10)
+
+
+def test_conjugate_gradient_solves_a_random_spd_system():
+    gen = torch.Generator().manual_seed(0)
+    Q = torch.linalg.qr(torch.randn(20, 20, dtype=torch.float64, generator=gen))[0]
+    A = Q @ torch.diag(torch.logspace(-1, 1, 20, dtype=torch.float64)) @ Q.T
+    b = torch.randn(20, dtype=torch.float64, generator=gen)
+    # n = 20 steps in exact arithmetic; in floating point the directions lose conjugacy, so give it 3n
+    torch.testing.assert_close(npg.conjugate_gradient(lambda v: A @ v, b, 60), torch.linalg.solve(A, b))
+    assert (npg.conjugate_gradient(lambda v: A @ v, b, 3) - torch.linalg.solve(A, b)).norm() > 1e-3
+
+
+def policy_gradient(agent, obs, seed=0):
+    """grad U from sampled actions and random advantages, as train() forms it."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        actions = agent.sample(obs)
+    advantages = torch.randn(len(obs), dtype=torch.float64, generator=gen)
+    logprob, _ = agent.logprob_and_entropy(obs, actions)
+    loss = npg.policy_gradient_loss(logprob, torch.ones_like(advantages), advantages, torch.zeros_like(advantages), 4)
+    return -npg.flat_grad(loss, agent.policy_params())
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_conjugate_gradient_matches_a_dense_solve_of_the_exact_fisher(discrete):
+    agent, obs, old_out, old_log_std = small_policy(discrete)
+    damping = 0.1
+    F = npg.fisher_matrix(npg.fisher_score_vectors(agent, obs)) + damping * torch.eye(len(flat_theta(agent)))
+    grad_U = policy_gradient(agent, obs)
+    kl_grad = kl_grad_of(agent, obs, old_out, old_log_std)
+    fvp = lambda v: npg.fisher_vector_product(kl_grad, agent.policy_params(), v, damping)  # noqa: E731
+    exact = torch.linalg.solve(F, grad_U)
+    torch.testing.assert_close(npg.conjugate_gradient(fvp, grad_U, len(grad_U)), exact, rtol=1e-6, atol=1e-8)
+    # the script's 10 iterations already give the direction to within a few percent
+    u10 = npg.conjugate_gradient(fvp, grad_U, 10)
+    assert torch.nn.functional.cosine_similarity(u10, exact, dim=0) > 0.97
+
+
+def apply_step(agent, step):
+    with torch.no_grad():
+        theta = torch.nn.utils.parameters_to_vector(agent.policy_params())
+        torch.nn.utils.vector_to_parameters(theta + step, agent.policy_params())
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+@pytest.mark.parametrize("solver", ["exact", "cg"])
+def test_natural_step_moves_the_policy_by_epsilon(discrete, solver):
+    agent, obs, old_out, old_log_std = small_policy(discrete)
+    epsilon, damping = 1e-6, 1e-3
+    F = npg.fisher_matrix(npg.fisher_score_vectors(agent, obs))
+    F_damped = F + damping * torch.eye(len(F))
+    grad_U = policy_gradient(agent, obs)
+    if solver == "exact":
+        u = torch.linalg.solve(F_damped, grad_U)
+    else:  # 10 CG steps: u is not F^-1 grad U, yet grad U^T u = u^T F u (r is orthogonal to the Krylov space)
+        kl_grad = kl_grad_of(agent, obs, old_out, old_log_std)
+        u = npg.conjugate_gradient(
+            lambda v: npg.fisher_vector_product(kl_grad, agent.policy_params(), v, damping), grad_U, 10
+        )
+        assert (F_damped @ u - grad_U).norm() > 1e-3 * grad_U.norm(), "CG converged: the claim would go untested"
+    step = npg.natural_step(grad_U, u, epsilon)
+    assert (0.5 * step @ F_damped @ step).item() == pytest.approx(epsilon, rel=1e-8)
+    apply_step(agent, step)
+    with torch.no_grad():
+        kl = agent.mean_kl(obs, old_out, old_log_std).item()
+    # the quadratic model 1/2 dtheta^T F dtheta of the KL holds for a small step ...
+    assert kl == pytest.approx((0.5 * step @ F @ step).item(), rel=0.03)
+    # ... and the damping takes only a small share of epsilon (with damping 1e-6 it did not: the step ran far
+    # along directions F barely sees, where the quadratic model fails, and the KL came out 1000 epsilon)
+    assert 0.75 * epsilon < kl <= epsilon
+
+
+def test_euclidean_step_has_norm_sqrt_2_epsilon_along_the_gradient():
+    grad_U = torch.tensor([3.0, -4.0, 12.0], dtype=torch.float64)
+    for epsilon in (1e-4, 0.01, 2.0):
+        step = npg.euclidean_step(grad_U, epsilon)
+        assert step.norm().item() == pytest.approx(np.sqrt(2 * epsilon))
+        torch.testing.assert_close(step / step.norm(), grad_U / 13.0)
+
+
+# ---------------------------------------------------------------- the distributions and the shared estimate
+
+
+def test_kl_logprob_and_entropy_match_torch_distributions():
+    torch.manual_seed(0)
+    p, q = torch.randn(500, 5), torch.randn(500, 5)
+    torch.testing.assert_close(
+        npg.categorical_kl(p, q),
+        torch.distributions.kl_divergence(
+            torch.distributions.Categorical(logits=p), torch.distributions.Categorical(logits=q)
+        ),
+    )
+    m0, m1, s0, s1 = torch.randn(500, 3), torch.randn(500, 3), torch.randn(3), torch.randn(3)
+    normal = lambda m, s: torch.distributions.Normal(m, s.exp())  # noqa: E731
+    torch.testing.assert_close(
+        npg.gaussian_kl(m0, s0, m1, s1), torch.distributions.kl_divergence(normal(m0, s0), normal(m1, s1)).sum(-1)
+    )
+    actions = torch.randint(0, 5, (500,))
+    torch.testing.assert_close(
+        npg.categorical_logprob(p, actions), torch.distributions.Categorical(logits=p).log_prob(actions)
+    )
+    box_actions = 3 * torch.randn(500, 3)
+    torch.testing.assert_close(npg.gaussian_logprob(box_actions, m0, s0), normal(m0, s0).log_prob(box_actions).sum(-1))
+
+
+def test_reward_to_go_and_step_in_episode_match_naive_loops():
+    rng = np.random.default_rng(0)
+    T, N, gamma = 40, 3, 0.9
+    rewards, bootstrap = rng.normal(size=(2, T, N))
+    terminations = (rng.random((T, N)) < 0.1).astype(np.float64)
+    truncations = (rng.random((T, N)) < 0.1).astype(np.float64)
+    naive, k_naive = np.zeros((T, N)), np.zeros((T, N))
+    for n in range(N):
+        start = 0
+        for t in range(T):
+            k_naive[t, n] = t - start
+            if terminations[t, n] or truncations[t, n]:
+                start = t + 1
+            total = 0.0
+            for step in range(t, T):
+                total += gamma ** (step - t) * rewards[step, n]
+                if terminations[step, n]:
+                    break
+                if truncations[step, n]:
+                    total += gamma ** (step - t + 1) * bootstrap[step, n]
+                    break
+            naive[t, n] = total
+    args = [torch.tensor(x) for x in (rewards, terminations, truncations, bootstrap)]
+    np.testing.assert_allclose(npg.reward_to_go(*args, gamma).numpy(), naive)
+    episode_over = torch.tensor(np.maximum(terminations, truncations))
+    np.testing.assert_array_equal(npg.step_in_episode(episode_over).numpy(), k_naive)
+
+
+# ---------------------------------------------------------------- it learns, and the KL it logs is epsilon
+
+
+LEARN_STEPS = 100_000
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_learns_cartpole(in_tmp, seed):
+    run_dir = npg.train(npg.Args(seed=seed, total_timesteps=LEARN_STEPS, eval_episodes=0))
+    returns = values_of(run_dir, "charts/episodic_return")
+    assert np.mean(returns[-20:]) >= 475, f"mean of the last 20 episodes: {np.mean(returns[-20:]):.1f}"
+    kls = np.array(values_of(run_dir, "losses/kl"))
+    assert np.median(kls) == pytest.approx(0.01, rel=0.5), "the step moves the policy by about epsilon"
+
+
+# ---------------------------------------------------------------- bad input: one line, before training
+
+BAD = [
+    (dict(epsilon=0.0), "--epsilon must be positive"),
+    (dict(epsilon=-0.01), "--epsilon must be positive"),
+    (dict(damping=-1.0), "--damping must be 0 or more"),
+    (dict(cg_iters=0), "--cg-iters must be positive"),
+    (dict(metric="manhattan"), "--metric must be fisher or euclidean"),
+    (dict(fisher="diagonal"), "--fisher must be cg or exact"),
+    (dict(num_envs=0), "--num-envs must be positive"),
+    (dict(episodes_per_update=0), "--episodes-per-update must be positive"),
+    (dict(total_timesteps=0), "--total-timesteps must be positive"),
+    (dict(vf_iters=-1), "--vf-iters must be positive"),
+    (dict(eval_episodes=-1), "--eval-episodes must be 0 or more"),
+    (dict(gamma=0.0), "--gamma"),
+    (dict(vf_learning_rate=0.0), "--vf-learning-rate"),
+    (dict(env_id="CartPole-v7"), "unknown env id 'CartPole-v7'; did you mean CartPole-v1"),
+    (dict(env_id="NaturalPGMultiDiscreteTest-v0"), "action space MultiDiscrete; natural_pg.py handles Discrete"),
+    (dict(env_id="FrozenLake-v1"), "observation space Discrete"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD)
+def test_bad_input_fails_before_training(in_tmp, overrides, message):
+    with pytest.raises(SystemExit, match=message) as e:
+        npg.train(npg.Args(**{**TINY, **overrides}))
+    assert str(e.value).startswith("error: ") and "\n" not in str(e.value)
+    assert not os.path.exists("runs"), "nothing may be written before the input is checked"
+
+
+def test_bad_input_on_the_command_line_prints_one_line(in_tmp):
+    cmd = [sys.executable, os.path.join(ROOT, "natural_pg.py"), "--epsilon", "-1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == ["error: --epsilon must be positive (the size of the step), got -1.0"]
+
+
+def test_corrupt_foreign_and_mismatched_checkpoints(tmp_path):
+    cpu = torch.device("cpu")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(SystemExit, match="cannot read checkpoint"):
+        npg.load_checkpoint(str(garbage), cpu)
+    with pytest.raises(SystemExit, match="cannot read checkpoint"):
+        npg.load_checkpoint(str(tmp_path / "missing.pt"), cpu)
+    pickled = tmp_path / "code.pt"
+    torch.save({"model": {}, "evil": npg.Args()}, pickled)  # needs unpickling code
+    with pytest.raises(SystemExit, match="cannot read checkpoint"):
+        npg.load_checkpoint(str(pickled), cpu)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"q_net": {}}, foreign)
+    with pytest.raises(SystemExit, match="not a natural_pg.py checkpoint"):
+        npg.load_checkpoint(str(foreign), cpu)
+    mismatched = tmp_path / "mismatched.pt"
+    meta = dict(env_id="CartPole-v1", obs_dim=4, action_dim=2, discrete=True, normalize_obs=False)
+    torch.save({"model": npg.Agent(4, 3, True).state_dict(), **meta}, mismatched)
+    with pytest.raises(SystemExit, match="does not fit") as e:
+        npg.load_checkpoint(str(mismatched), cpu)
+    assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_train_save_and_evaluate_from_the_checkpoint(in_tmp):
+    run_dir = npg.train(npg.Args(**{**TINY, "total_timesteps": 1000, "save_model": True, "eval_episodes": 2}))
+    assert sorted(os.listdir(run_dir)) == ["args.json", "metrics.csv", "natural_pg.pt"]
+    metrics = {row["metric"] for row in read_metrics(run_dir, skip=())}
+    for name in ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "eval/episodic_return"]:
+        assert name in metrics
+    for name in ["losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/kl", "losses/step_norm"]:
+        assert name in metrics
+    checkpoint = os.path.join(run_dir, "natural_pg.pt")
+    cmd = [sys.executable, os.path.join(ROOT, "natural_pg.py"), "--eval-checkpoint", checkpoint, "--eval-episodes", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "CartPole-v1: mean return" in out.stdout and "over 2 episodes" in out.stdout
+
+
+@pytest.mark.parametrize("fisher", ["cg", "exact"])
+def test_box_env_with_normalized_observations_saves_and_evaluates(in_tmp, fisher):
+    args = npg.Args(**{**TINY, "env_id": "Pendulum-v1", "episodes_per_update": 2, "total_timesteps": 800})
+    run_dir = npg.train(dataclasses.replace(args, fisher=fisher, normalize_obs=True, save_model=True))
+    kls = values_of(run_dir, "losses/kl")
+    assert len(kls) == 2 and all(0.5 * 0.01 < kl < 2 * 0.01 for kl in kls), kls  # 2 x 200-step episodes per update
+    agent, env_id = npg.load_checkpoint(os.path.join(run_dir, "natural_pg.pt"), torch.device("cpu"))
+    assert env_id == "Pendulum-v1" and agent.normalize_obs and agent.obs_count.item() == 800
+
+
+def test_exact_and_cg_fisher_take_nearly_the_same_first_step(in_tmp):
+    """Same seed, same first batch: the two ways to get u = F^{-1} grad U agree on the step."""
+    runs = {f: npg.train(npg.Args(**{**TINY, "fisher": f, "cg_iters": 50})) for f in ("cg", "exact")}
+    first = {f: values_of(r, "losses/step_norm")[0] for f, r in runs.items()}
+    assert first["cg"] == pytest.approx(first["exact"], rel=1e-3)
+    assert values_of(runs["cg"], "losses/policy_loss")[0] == values_of(runs["exact"], "losses/policy_loss")[0]
+
+
+def test_euclidean_metric_takes_steps_of_norm_sqrt_2_epsilon(in_tmp):
+    run_dir = npg.train(npg.Args(**{**TINY, "metric": "euclidean", "epsilon": 0.02}))
+    np.testing.assert_allclose(values_of(run_dir, "losses/step_norm"), np.sqrt(0.04), rtol=1e-5)
+
+
+@pytest.mark.parametrize("flags", [dict(damping=0.5), dict(cg_iters=2), dict(discount_gradient=False)])
+def test_the_algorithm_flags_change_the_run(in_tmp, flags):
+    default = read_metrics(npg.train(npg.Args(**TINY)))
+    changed = read_metrics(npg.train(npg.Args(**{**TINY, **flags})))
+    first_kl = lambda rows: [r["value"] for r in rows if r["metric"] == "losses/kl"][0]  # noqa: E731
+    assert first_kl(default) != first_kl(changed)
+
+
+def test_capture_video_writes_mp4_or_says_what_is_missing(in_tmp):
+    args = npg.Args(**{**TINY, "eval_episodes": 1, "capture_video": True})
+    if importlib.util.find_spec("pygame") is None:  # classic-control envs draw with pygame
+        with pytest.raises(SystemExit, match=r"cannot make CartPole-v1: DependencyNotInstalled: pygame") as e:
+            npg.train(args)
+        assert "\n" not in str(e.value) and not os.path.exists("runs")
+    else:
+        run_dir = npg.train(args)
+        assert glob.glob(os.path.join(run_dir, "videos", "*.mp4"))
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(in_tmp):
+    runs = [npg.train(npg.Args(**{**TINY, "seed": seed})) for seed in (7, 7, 8)]
+    first, again, other = (read_metrics(r) for r in runs)
+    assert first == again
+    assert first != other
+
+
+def test_track_writes_an_offline_wandb_run(in_tmp, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = npg.train(npg.Args(**{**TINY, "track": True}))
+    assert glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "run-*.wandb"))
+
+
+def test_every_flag_has_a_help_line():
+    source = open(os.path.join(ROOT, "natural_pg.py")).read()
+    for field in dataclasses.fields(npg.Args):
+        after = source.split(f"    {field.name}: ", 1)[1].splitlines()[1].strip()
+        assert after.startswith('"""') and len(after) > 10, f"--{field.name} has no help text"
