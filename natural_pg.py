@@ -158,7 +158,7 @@ class Run:
                 entity=args.wandb_entity,
                 config=asdict(args),
                 name=self.name,
-                dir=self.dir,
+                dir=os.path.abspath(self.dir),  # the wandb service process has its own working directory
             )
         self.total = total_timesteps
         self.start = self.last_print = time.time()
