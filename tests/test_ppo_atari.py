@@ -269,3 +269,16 @@ def test_every_flag_has_a_help_line():
     for field in dataclasses.fields(ppo.Args):
         after = source.split(f"    {field.name}: ", 1)[1].splitlines()[1].strip()
         assert after.startswith('"""') and len(after) > 10, f"--{field.name} has no help text"
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(in_tmp, monkeypatch):
+    monkeypatch.setattr(ppo.time, "time", lambda: 1_700_000_000.5)
+    args = ppo.Args(**TINY)
+    runs = [ppo.Run(args, 100) for _ in range(3)]
+    for i, run in enumerate(runs):
+        run.log(i, {"charts/x": float(i)})
+        run.close()
+    dirs = [run.dir for run in runs]
+    assert len(set(dirs)) == 3 and dirs[0].endswith("__1700000000") and dirs[2].endswith("~3")
+    for i, d in enumerate(dirs):
+        assert open(os.path.join(d, "metrics.csv")).read().splitlines()[1:] == [f"{i},charts/x,{float(i)}"]

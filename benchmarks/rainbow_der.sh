@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Atari-100k benchmark of rainbow_atari.py (issue 4): Data-Efficient Rainbow (--preset der) for 100k agent steps
+# on one game, one seed, then 10 evaluation games with the mean network (noise off, epsilon 0.001, the raw game
+# score), and the same 10 games with uniform random actions for the random score on this setup.
+# DER's published scores (van Hasselt et al. 2019): RoadRunner 9600, KungFuMaster 14346, Freeway 27.9,
+# Krull 2851, Kangaroo 779.
+#     nohup bash benchmarks/rainbow_der.sh RoadRunnerNoFrameskip-v4 1 > benchmarks/out/rainbow_der_roadrunner.log 2>&1 &
+set -euo pipefail
+env_id=${1:-RoadRunnerNoFrameskip-v4}
+seed=${2:-1}
+game=${env_id%%NoFrameskip-v4}
+game=$(echo "${game#ALE/}" | tr '[:upper:]' '[:lower:]')
+cd "$(dirname "$0")/.."
+mkdir -p benchmarks/out benchmarks/results
+cd benchmarks/out
+python ../../rainbow_atari.py --preset der --env-id "$env_id" --seed "$seed" --eval-episodes 10 --save-model \
+    --exp-name rainbow_der
+run=$(ls -d runs/"${env_id//\//-}"__rainbow_der__"$seed"__* | tail -n 1)
+python - "$run" "$env_id" "$seed" <<'PY'
+import csv, sys
+sys.path.insert(0, "../..")
+import numpy as np
+import torch
+import rainbow_atari as rb
+
+run, env_id, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rows = list(csv.DictReader(open(f"{run}/metrics.csv")))
+trained = [float(r["value"]) for r in rows if r["metric"] == "eval/episodic_return"]
+q_net, _ = rb.load_checkpoint(f"{run}/rainbow_der.pt", torch.device("cpu"))
+random_scores = rb.evaluate(q_net, env_id, 10, 1.0, seed, "cpu")  # epsilon 1: uniform random actions
+print(f"{env_id} seed {seed}: DER preset 100k steps: {np.mean(trained):.1f} +- {np.std(trained):.1f} "
+      f"(10 games); random {np.mean(random_scores):.1f} +- {np.std(random_scores):.1f} (10 games)")
+PY
+cp "$run/metrics.csv" "../results/rainbow_der_${game}_seed${seed}_metrics.csv"

@@ -1,0 +1,716 @@
+"""TRPO: the lecture's natural gradient step plus a line search, in one file.
+
+natural_pg.py steps along u = F^{-1} grad U until the quadratic model of the KL reaches epsilon, and trusts the
+model. TRPO (Schulman et al. 2015) checks: it maximizes a surrogate objective built from the batch subject to a
+bound delta on the KL, and backtracks until the *measured* KL is within delta and the surrogate has improved:
+
+    maximize_theta  L(theta) = E_{s,a ~ pi_old}[ pi_theta(a|s) / pi_theta_old(a|s) A(s, a) ]   (likelihood ratio)
+    subject to      KL(theta) = E_s[ D_KL(pi_theta_old(.|s) || pi_theta(.|s)) ] <= delta
+
+1. g = grad L(theta_old) is the policy gradient (the ratio is 1 at theta_old), and KL ~ 1/2 dtheta^T F dtheta;
+2. s = F^{-1} g by conjugate gradient on Fisher-vector products F v (F is never formed);
+3. the largest step along s inside the quadratic model: beta = sqrt(2 delta / (s^T F s)) (natural_pg's step);
+4. line search: theta = theta_old + alpha^j beta s for j = 0, 1, ..., the first whose measured KL <= delta and
+   whose L(theta) > L(theta_old); if none, theta stays theta_old.
+A(s, a) is the reward-to-go minus the baseline V(s), estimated by GAE(lambda) with a learned V.
+
+Papers: Schulman et al. 2015, "Trust Region Policy Optimization"; Schulman et al. 2016, "High-Dimensional
+Continuous Control Using Generalized Advantage Estimation"; Achiam 2018, Spinning Up (TRPO); Raffin et al.
+2021, Stable-Baselines3 (sb3-contrib's TRPO and the RL Zoo's tuned hyperparameters, the defaults here).
+
+Examples:
+    python trpo.py
+    python trpo.py --env-id Hopper-v5 --normalize-obs --normalize-reward --total-timesteps 1000000
+    python trpo.py --env-id HalfCheetah-v5 --normalize-obs --normalize-reward --max-kl 0.04 --save-model
+    python trpo.py --eval-checkpoint runs/<run>/trpo.pt --eval-episodes 10 --eval-deterministic
+
+Symbols: delta -> args.max_kl, alpha -> args.backtrack_coef, gamma -> args.gamma, lambda -> args.gae_lambda,
+F + damping I -> args.damping, theta -> the policy network (and log sigma for Box actions), V -> the value network.
+
+Deliberate departures from the paper (all as sb3-contrib's TRPO, so that results compare):
+- the line search accepts any improvement of L (the paper's code asked for 10% of the expected one);
+- advantages are normalized per batch; V is a separate network fitted by Adam on minibatches;
+- observations (and, optionally, rewards) are scaled by running statistics, updated between updates.
+"""
+
+import csv
+import difflib
+import json
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import NoReturn
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+
+
+@dataclass
+class Args:
+    # --- shared: begin ---
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run folder's name)"""
+    seed: int = 1
+    """seed of python, numpy, torch and the environments (sub-env i gets seed + i)"""
+    torch_deterministic: bool = True
+    """use torch's deterministic algorithms (same seed -> same run on one machine)"""
+    cuda: bool = True
+    """use the GPU when one is there"""
+    track: bool = False
+    """log to Weights & Biases (WANDB_MODE=offline works without network)"""
+    wandb_project_name: str = "rl-lecture"
+    """the wandb project"""
+    wandb_entity: str | None = None
+    """the wandb entity (team or user)"""
+    capture_video: bool = False
+    """record videos of the evaluation episodes into the run folder's videos/"""
+    save_model: bool = False
+    """save the trained weights into the run folder"""
+    eval_episodes: int = 10
+    """whole games played with the trained policy after training (0: none)"""
+    eval_checkpoint: str | None = None
+    """evaluate this saved model instead of training (uses --eval-episodes, --capture-video)"""
+    # --- shared: end ---
+    env_id: str = "CartPole-v1"
+    """gymnasium id of an env with a Box observation and a Discrete or Box action space (MuJoCo: Hopper-v5, ...)"""
+    total_timesteps: int = 100_000
+    """total env steps over all envs (rounded down to whole batches)"""
+    eval_deterministic: bool = False
+    """evaluate with the most likely action (argmax, or the Gaussian's mean) instead of a sampled one"""
+
+    # Algorithm: the RL Zoo's tuned MuJoCo set for sb3-contrib's TRPO (hyperparams/trpo.yml); delta, the
+    # backtracking factor and the number of tries are also the paper's and Spinning Up's
+    num_envs: int = 2
+    """parallel envs (gymnasium's SyncVectorEnv)"""
+    num_steps: int = 1024
+    """steps per env per update; batch = num_envs * num_steps"""
+    max_kl: float = 0.01
+    """delta: the bound on the mean KL(pi_old || pi_theta) over the batch's states"""
+    cg_iters: int = 25
+    """conjugate-gradient iterations for s = F^{-1} g (Spinning Up: 10, sb3-contrib: 15)"""
+    damping: float = 0.1
+    """solve (F + damping I) s = g"""
+    backtrack_coef: float = 0.8
+    """alpha: each backtracking try shrinks the step by this factor"""
+    backtrack_iters: int = 10
+    """line-search tries before the update is rejected"""
+    gamma: float = 0.99
+    """discount factor gamma"""
+    gae_lambda: float = 0.95
+    """GAE lambda (0: one-step TD error, 1: reward-to-go minus baseline; Spinning Up: 0.97)"""
+    norm_adv: bool = True
+    """normalize the advantages of each batch to mean 0, std 1"""
+    vf_learning_rate: float = 1e-3
+    """Adam step size of the value network V"""
+    vf_epochs: int = 20
+    """epochs of shuffled minibatches fitting V to the lambda-returns after each update"""
+    vf_minibatch_size: int = 128
+    """minibatch size of the value fit"""
+    normalize_obs: bool = False
+    """standardize observations by running mean and std (kept in the checkpoint; the RL Zoo's MuJoCo setup)"""
+    normalize_reward: bool = False
+    """divide rewards by the running std of the discounted return (the RL Zoo's MuJoCo setup)"""
+
+
+# --- shared: begin ---
+def fail(message: str) -> NoReturn:
+    """Stop before training with a one-line error saying what was wrong and what to do."""
+    raise SystemExit(f"error: {message}")
+
+
+def seed_everything(seed: int, torch_deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.backends.cudnn.deterministic = torch_deterministic
+    torch.backends.cudnn.benchmark = not torch_deterministic
+    torch.use_deterministic_algorithms(torch_deterministic)
+    # deterministic mode also fills new tensors with NaN to expose reads of uninitialized memory;
+    # nothing here reads such memory, and the fill cost 20% of the update on CPU (measured)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def pick_device(cuda: bool) -> torch.device:
+    return torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
+
+
+class Run:
+    """The run folder runs/<env>__<exp>__<seed>__<time>/: args.json, metrics.csv (global_step,
+    metric, value), the model; the same metrics to wandb with --track; a progress line."""
+
+    def __init__(self, args, total_timesteps: int):
+        self.name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        for n in range(2, 1000):  # two runs started in the same second get two folders
+            if not os.path.exists(os.path.join("runs", self.name)):
+                break
+            self.name = f"{self.name.rsplit('~', 1)[0]}~{n}"
+        self.dir = os.path.join("runs", self.name)
+        os.makedirs(self.dir, exist_ok=True)
+        with open(os.path.join(self.dir, "args.json"), "w") as f:
+            json.dump(asdict(args), f, indent=2)
+        self.csv_file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
+        self.csv = csv.writer(self.csv_file)
+        self.csv.writerow(["global_step", "metric", "value"])
+        self.wandb = None
+        if args.track:
+            import wandb
+
+            self.wandb = wandb.init(
+                project=args.wandb_project_name,
+                entity=args.wandb_entity,
+                config=asdict(args),
+                name=self.name,
+                dir=os.path.abspath(self.dir),  # the wandb service process has its own working directory
+            )
+        self.total = total_timesteps
+        self.start = self.last_print = time.time()
+        self.returns = deque(maxlen=100)  # raw scores of the last 100 finished games
+
+    def log(self, global_step: int, metrics: dict) -> None:
+        for name, value in metrics.items():
+            self.csv.writerow([global_step, name, float(value)])
+            if name == "charts/episodic_return":
+                self.returns.append(float(value))
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=global_step)
+
+    def progress(self, global_step: int, every: float = 5.0) -> None:
+        now = time.time()
+        if now - self.last_print < every and global_step < self.total:
+            return
+        self.last_print = now
+        sps = global_step / max(now - self.start, 1e-9)
+        recent = f"{np.mean(self.returns):.1f} (last {len(self.returns)})" if self.returns else "-"
+        eta = max(self.total - global_step, 0) / max(sps, 1e-9)
+        print(
+            f"step {global_step:,}/{self.total:,} | {sps:,.0f} SPS | return {recent} | "
+            f"ETA {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m",
+            flush=True,
+        )
+
+    def close(self) -> None:
+        self.csv_file.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+# --- shared: end ---
+
+
+def check_env(env_id: str, render: bool = False) -> gym.Env:
+    """Make one env, or fail in one line: an unknown id (with close matches), a missing dependency
+    (MuJoCo envs need gymnasium[mujoco]), or spaces this script has no policy for."""
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        fail(f"unknown env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    try:
+        env = gym.make(env_id, render_mode="rgb_array" if render else None)
+        if render:  # classic-control envs draw with pygame, MuJoCo with OpenGL: fail now, not after training
+            env.reset(seed=0)
+            env.render()
+    except Exception as e:
+        why = f"cannot make {env_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if render and "mujoco" in str(gym.spec(env_id).entry_point):  # no display: MuJoCo needs another backend
+            why += "; to record MuJoCo without a display, set MUJOCO_GL=egl (or osmesa)"
+        fail(why)
+    obs_space, action_space = env.observation_space, env.action_space
+    if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+        fail(f"{env_id} has observation space {obs_space}; trpo.py needs a flat Box (a vector)")
+    if not (isinstance(action_space, gym.spaces.Discrete) or (type(action_space) is gym.spaces.Box)):
+        fail(
+            f"{env_id} has action space {type(action_space).__name__}; trpo.py handles Discrete "
+            "(categorical policy) and Box (Gaussian policy)"
+        )
+    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) != 1:
+        fail(f"{env_id} has action space {action_space}; trpo.py needs a flat Box (a vector)")
+    return env
+
+
+def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+    """N copies in one process. SameStep autoreset (as Stable-Baselines3's VecEnv): an episode's end returns
+    the next episode's first observation at once (the last one is in info["final_obs"]), so every step
+    returned is a real transition."""
+    return gym.make_vec(
+        env_id,
+        num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+    )
+
+
+class RunningMeanStd(nn.Module):
+    """Mean and variance of everything seen so far, merged batch by batch (Chan et al. 1979's parallel
+    algorithm); buffers, so that they are saved with the model."""
+
+    def __init__(self, shape: tuple[int, ...] = ()):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("var", torch.ones(shape))
+        self.register_buffer("count", torch.tensor(0.0))
+
+    def update(self, x: torch.Tensor) -> None:
+        """x [B, *shape]: mean <- mean + delta n / (m + n), M2 <- M2 + M2_x + delta^2 m n / (m + n)."""
+        x = x.reshape(-1, *self.mean.shape)
+        n, batch_mean, batch_var = x.shape[0], x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2)) -> nn.Linear:
+    # impl detail: orthogonal weights, zero bias (Huang et al. 2022, "37 implementation details", detail 2; SB3)
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, 0.0)
+    return layer
+
+
+def mlp(inputs: int, outputs: int, out_std: float, hidden: int = 64) -> nn.Sequential:
+    return nn.Sequential(
+        layer_init(nn.Linear(inputs, hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(hidden, hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(hidden, outputs), std=out_std),
+    )
+
+
+class Agent(nn.Module):
+    """The policy pi_theta(a|s) (categorical for Discrete, diagonal Gaussian for Box actions) and, separately,
+    the value V(s), both 64-64 tanh MLPs (SB3's MlpPolicy); the running statistics of the observations."""
+
+    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, normalize_obs: bool = False, hidden: int = 64):
+        super().__init__()
+        self.discrete, self.normalize_obs = discrete, normalize_obs
+        # logits [B, A] or the Gaussian's mean [B, A]; small last layer -> near-uniform / near-zero start
+        self.actor = mlp(obs_dim, action_dim, out_std=0.01, hidden=hidden)
+        self.critic = mlp(obs_dim, 1, out_std=1.0, hidden=hidden)
+        # a state-independent log sigma per action dimension (also part of theta)
+        self.log_std = None if discrete else nn.Parameter(torch.zeros(action_dim))
+        self.obs_rms = RunningMeanStd((obs_dim,))
+
+    def policy_params(self) -> list[nn.Parameter]:
+        """theta: the actor's weights, then log sigma for Box actions (the order of every flat vector)."""
+        return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.normalize_obs:
+            return obs
+        # impl detail: clip standardized observations to [-10, 10] (as Stable-Baselines3's VecNormalize)
+        return ((obs - self.obs_rms.mean) / torch.sqrt(self.obs_rms.var + 1e-8)).clamp(-10.0, 10.0)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.normalize(obs)).squeeze(-1)  # [B] (or [T, N])
+
+    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """a ~ pi_theta(.|s) (or its mode): [B] action indices, or [B, A] unclipped Gaussian actions."""
+        out = self.actor(self.normalize(obs))
+        if self.discrete:
+            probs = torch.softmax(out, dim=-1)
+            return probs.argmax(-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
+        return out if deterministic else out + self.log_std.exp() * torch.randn_like(out)
+
+    def logprob_and_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi_theta(a|s) [B] and the policy's entropy H[pi_theta(.|s)] [B]."""
+        out = self.actor(self.normalize(obs))
+        if self.discrete:
+            logp_all = torch.log_softmax(out, dim=-1)
+            return categorical_logprob(out, actions), -(logp_all.exp() * logp_all).sum(-1)
+        entropy = (self.log_std + 0.5 * np.log(2 * np.pi * np.e)).sum().expand(out.shape[0])
+        return gaussian_logprob(actions, out, self.log_std), entropy
+
+    def mean_kl(self, obs: torch.Tensor, old_out: torch.Tensor, old_log_std: torch.Tensor | None) -> torch.Tensor:
+        """(1/B) sum_s D_KL(pi_old(.|s) || pi_theta(.|s)) over the states [B], from pi_old's outputs."""
+        out = self.actor(self.normalize(obs))
+        if self.discrete:
+            return categorical_kl(old_out, out).mean()
+        return gaussian_kl(old_out, old_log_std, out, self.log_std).mean()
+
+
+def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = -sum_i [ (a_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + log(2 pi) / 2 ], [B].
+    `actions` are the sampled ones, before any clipping to the env's bounds: the clip is the env's."""
+    z = (actions - mean) / log_std.exp()
+    return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
+
+
+def categorical_kl(old_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """D_KL(p || q) = sum_a p(a) log(p(a) / q(a)) per state [B], for p = softmax(old_logits), q = softmax(logits)."""
+    old_logp, logp = torch.log_softmax(old_logits, dim=-1), torch.log_softmax(logits, dim=-1)
+    return (old_logp.exp() * (old_logp - logp)).sum(-1)
+
+
+def gaussian_kl(old_mean, old_log_std, mean, log_std) -> torch.Tensor:
+    """D_KL(N(mu_0, sigma_0^2) || N(mu, sigma^2)) per state [B], summed over the action dimensions i:
+    sum_i [ log(sigma_i / sigma_0i) + (sigma_0i^2 + (mu_0i - mu_i)^2) / (2 sigma_i^2) - 1/2 ]."""
+    var, old_var = torch.exp(2 * log_std), torch.exp(2 * old_log_std)
+    return (log_std - old_log_std + (old_var + (old_mean - mean) ** 2) / (2 * var) - 0.5).sum(-1)
+
+
+def gae(rewards, values, next_values, terminations, truncations, gamma: float, gae_lambda: float) -> torch.Tensor:
+    """Generalized advantage estimation over a rollout, all tensors [T, N]:
+
+    delta_t = r_t + gamma (1 - terminated_t) V(s'_t) - V(s_t)
+    A_t     = delta_t + gamma lambda (1 - episode_over_t) A_{t+1}
+
+    s'_t is the state after step t: s_{t+1}, or the last observation of an episode cut by the time
+    limit, which is bootstrapped (the task did not end, only our patience). A termination is not
+    bootstrapped. The sum never runs across an episode's end (episode_over = terminated or truncated).
+    """
+    episode_over = torch.maximum(terminations, truncations)
+    deltas = rewards + gamma * (1.0 - terminations) * next_values - values
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        last = deltas[t] + gamma * gae_lambda * (1.0 - episode_over[t]) * last
+        advantages[t] = last
+    return advantages
+
+
+def flat_grad(y: torch.Tensor, params: list, **kwargs) -> torch.Tensor:
+    """dy/dtheta as one vector [P], in the order of params."""
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
+
+
+def fisher_vector_product(kl_grad: torch.Tensor, params: list, v: torch.Tensor, damping: float) -> torch.Tensor:
+    """(F + damping I) v without forming F: F is the Hessian of the mean KL at theta = theta_old,
+
+        F v = grad_theta( grad_theta D_KL(pi_old || pi_theta)^T v )        (double backprop)
+
+    kl_grad = grad_theta D_KL, built with create_graph=True. Why the Hessian is F: D_KL(pi_old || pi_theta)
+    = E_{a ~ pi_old}[log pi_old - log pi_theta] is 0 and minimal at theta_old, so its gradient vanishes
+    and its Hessian is E[-grad^2 log pi_theta] = E[grad log pi grad log pi^T] (natural_pg.py tests this).
+    """
+    return flat_grad(kl_grad @ v, params, retain_graph=True) + damping * v
+
+
+def conjugate_gradient(Av: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int) -> torch.Tensor:
+    """x ~ A^{-1} b for a symmetric positive definite A known only through v -> A v (Hestenes & Stiefel 1952;
+    Nocedal & Wright, Algorithm 5.2), starting from x = 0:
+
+        alpha = r^T r / p^T A p,   x <- x + alpha p,   r <- r - alpha A p,   p <- r + (r'^T r' / r^T r) p
+    """
+    x, r, p = torch.zeros_like(b), b.clone(), b.clone()
+    rr = r @ r
+    for _ in range(iters):
+        Ap = Av(p)
+        alpha = rr / (p @ Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        rr_new = r @ r
+        if rr_new < 1e-20:  # solved to float precision (p would be 0 and the next alpha 0 / 0)
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def line_search(
+    surrogate_and_kl: Callable[[torch.Tensor], tuple[float, float]],
+    theta_old: torch.Tensor,
+    full_step: torch.Tensor,
+    surrogate_old: float,
+    max_kl: float,
+    backtrack_coef: float,
+    backtrack_iters: int,
+) -> tuple[torch.Tensor, int, float, float]:
+    """Backtracking line search (TRPO paper, Appendix C): try theta = theta_old + alpha^j full_step for
+    j = 0, 1, ..., backtrack_iters - 1 and accept the first with
+
+        KL(theta) <= delta   and   L(theta) > L(theta_old)                 (both measured, not modelled)
+
+    surrogate_and_kl(theta) gives (L(theta), KL(theta)). Returns (theta, j, KL, L) for the accepted step, or
+    (theta_old, backtrack_iters, 0, L(theta_old)) when no try is accepted: the update is skipped.
+    """
+    for j in range(backtrack_iters):
+        theta = theta_old + backtrack_coef**j * full_step
+        surrogate, kl = surrogate_and_kl(theta)
+        if kl <= max_kl and surrogate > surrogate_old:  # a NaN from a wild step fails both
+            return theta, j, kl, surrogate
+    return theta_old, backtrack_iters, 0.0, surrogate_old
+
+
+def update_policy(agent: Agent, obs, actions, advantages, args: Args) -> dict[str, float]:
+    """One TRPO step on a batch (obs [B, D], actions [B] or [B, A], advantages [B]): CG for the direction,
+    the largest step in the quadratic model, then the line search. Returns what it did, for the log."""
+    policy_params = agent.policy_params()
+    with torch.no_grad():
+        old_out = agent.actor(agent.normalize(obs))  # pi_old(.|s): logits or means [B, A]
+        old_log_std = None if agent.discrete else agent.log_std.clone()
+        old_logprob, entropy = agent.logprob_and_entropy(obs, actions)
+
+    def surrogate_and_kl() -> tuple[torch.Tensor, torch.Tensor]:
+        logprob, _ = agent.logprob_and_entropy(obs, actions)
+        # lecture: L(theta) = E[ pi_theta(a|s) / pi_theta_old(a|s) A(s, a) ], the ratio in log space
+        surrogate = (torch.exp(logprob - old_logprob) * advantages).mean()
+        return surrogate, agent.mean_kl(obs, old_out, old_log_std)
+
+    surrogate_old, kl = surrogate_and_kl()
+    # g = grad L(theta_old) = E[grad log pi_theta(a|s) A(s, a)]: the policy gradient, as the ratio is 1 there
+    g = flat_grad(surrogate_old, policy_params)  # [P]
+    # impl detail: F + damping I (the paper's code; Spinning Up and SB3: 0.1); F from a batch is singular
+    kl_grad = flat_grad(kl, policy_params, create_graph=True)
+    fvp = partial(fisher_vector_product, kl_grad, policy_params, damping=args.damping)  # v -> (F + damping I) v
+    # lecture: s = F^{-1} g, the natural gradient direction, by conjugate gradient
+    s = conjugate_gradient(fvp, g, args.cg_iters)
+    # lecture: the largest step along s with 1/2 dtheta^T F dtheta = delta: beta = sqrt(2 delta / (s^T F s))
+    full_step = torch.sqrt(2 * args.max_kl / (s @ fvp(s))) * s
+
+    def set_and_evaluate(theta: torch.Tensor) -> tuple[float, float]:
+        nn.utils.vector_to_parameters(theta, policy_params)
+        surrogate, kl = surrogate_and_kl()
+        return surrogate.item(), kl.item()
+
+    with torch.no_grad():
+        theta_old = nn.utils.parameters_to_vector(policy_params).clone()
+        theta, backtracks, kl_reached, surrogate_new = line_search(
+            set_and_evaluate,
+            theta_old,
+            full_step,
+            surrogate_old.item(),
+            args.max_kl,
+            args.backtrack_coef,
+            args.backtrack_iters,
+        )
+        nn.utils.vector_to_parameters(theta, policy_params)
+    return {
+        "losses/kl": kl_reached,
+        "losses/backtracks": backtracks,
+        "losses/step_accepted": float(backtracks < args.backtrack_iters),
+        "losses/surrogate_gain": surrogate_new - surrogate_old.item(),
+        "losses/entropy": entropy.mean().item(),
+    }
+
+
+def check_args(args: Args) -> gym.Env:
+    """Fail on bad input before anything is allocated; return one env to read the spaces from."""
+    for name in ("total_timesteps", "num_envs", "num_steps", "cg_iters", "backtrack_iters", "vf_epochs"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.vf_minibatch_size <= 0:
+        fail(f"--vf-minibatch-size must be positive, got {args.vf_minibatch_size}")
+    if args.eval_episodes < 0:
+        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size < 2:
+        fail("a batch needs at least 2 steps (--num-envs x --num-steps)")
+    if args.total_timesteps < batch_size:
+        fail(
+            f"--total-timesteps {args.total_timesteps} is less than one batch ({batch_size} = --num-envs "
+            f"{args.num_envs} x --num-steps {args.num_steps}); raise it"
+        )
+    if not args.max_kl > 0:
+        fail(f"--max-kl must be positive (delta, the bound on the KL), got {args.max_kl}")
+    if not args.damping >= 0:
+        fail(f"--damping must be 0 or more, got {args.damping}")
+    if not 0 < args.backtrack_coef < 1:
+        fail(f"--backtrack-coef must be between 0 and 1 (the step shrinks), got {args.backtrack_coef}")
+    if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1 and args.vf_learning_rate > 0):
+        fail("need 0 < --gamma <= 1, 0 <= --gae-lambda <= 1 and --vf-learning-rate > 0")
+    return check_env(args.env_id, render=args.capture_video and args.eval_episodes > 0)
+
+
+def train(args: Args) -> str:
+    """Collect num_steps x num_envs steps with pi_theta, estimate A by GAE, take one TRPO step, fit V to the
+    lambda-returns; repeat until total_timesteps. Returns the run folder."""
+    env = check_args(args)
+    obs_dim, action_space = env.observation_space.shape[0], env.action_space
+    env.close()
+    seed_everything(args.seed, args.torch_deterministic)
+    device = pick_device(args.cuda)
+    # a 64-unit MLP on a few envs is too little work to split between threads: on this repo's 2-core
+    # CI machine, busy, two threads ran 30x slower than one (measured for reinforce.py: 60 vs 2,000 SPS)
+    torch.set_num_threads(1)
+    T, N = args.num_steps, args.num_envs
+    num_updates = args.total_timesteps // (T * N)
+    run = Run(args, num_updates * T * N)
+
+    envs = make_envs(args.env_id, N)
+    envs.action_space.seed(args.seed)
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    action_dim = int(action_space.n) if discrete else action_space.shape[0]
+    agent = Agent(obs_dim, action_dim, discrete, args.normalize_obs).to(device)
+    # impl detail: Adam eps 1e-5 (SB3's on-policy default; Huang et al. 2022, detail 3)
+    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, eps=1e-5)
+    return_rms = RunningMeanStd().to(device)  # of the discounted return, for --normalize-reward
+
+    # Rollout storage (numpy: filled one step at a time, turned into tensors once per batch)
+    obs = np.zeros((T, N, obs_dim), dtype=np.float32)
+    actions = np.zeros((T, N, *action_space.shape), dtype=np.int64 if discrete else np.float32)
+    rewards, terminations, truncations, returns_seen = (np.zeros((T, N), dtype=np.float32) for _ in range(4))
+    next_obs, _ = envs.reset(seed=args.seed)  # sub-env i gets seed + i
+    episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
+    running_return = np.zeros(N)  # discounted, for --normalize-reward
+    as_tensor = partial(torch.as_tensor, dtype=torch.float32, device=device)
+    global_step = 0
+    for _update in range(num_updates):
+        # ---- act and observe: T steps in each of the N envs with pi_theta_old; episodes run on across batches ----
+        final_obs = {}  # (t, i) -> the last observation of an episode the time limit cut
+        with torch.no_grad():  # not inference_mode: the batch's tensors are inputs to the policy's gradient
+            for t in range(T):
+                obs[t] = next_obs
+                actions[t] = agent.sample(as_tensor(next_obs)).cpu().numpy()
+                # the env gets the action clipped to its bounds; log pi_theta is of the sampled one
+                env_action = actions[t] if discrete else np.clip(actions[t], action_space.low, action_space.high)
+                next_obs, rewards[t], terminations[t], truncations[t], info = envs.step(env_action)
+                global_step += N
+                episode_over = terminations[t].astype(bool) | truncations[t].astype(bool)
+                for i in np.flatnonzero(truncations[t] * (1 - terminations[t])):
+                    final_obs[(t, i)] = info["final_obs"][i]
+                if args.normalize_reward:
+                    running_return = running_return * args.gamma + rewards[t]
+                    returns_seen[t] = running_return
+                    running_return[episode_over] = 0.0
+                episode_return += rewards[t]
+                episode_length += 1
+                for i in np.flatnonzero(episode_over):
+                    run.log(
+                        global_step,
+                        {"charts/episodic_return": episode_return[i], "charts/episodic_length": episode_length[i]},
+                    )
+                episode_return[episode_over], episode_length[episode_over] = 0, 0
+
+            # ---- advantages: reward-to-go minus the baseline V, by GAE(lambda) ----
+            obs_t, rewards_t = as_tensor(obs), as_tensor(rewards)
+            terminations_t, truncations_t = as_tensor(terminations), as_tensor(truncations)
+            if args.normalize_reward:
+                # impl detail: r / std of the running discounted return, clipped to +-10 (SB3's VecNormalize)
+                return_rms.update(as_tensor(returns_seen))
+                rewards_t = (rewards_t / torch.sqrt(return_rms.var + 1e-8)).clamp(-10.0, 10.0)
+            values = agent.value(obs_t)  # [T, N]
+            # V(s'_t): the next row of values, V of the last observation where the time limit cut the episode
+            next_values = torch.cat([values[1:], agent.value(as_tensor(next_obs)).unsqueeze(0)])
+            if final_obs:
+                cut = tuple(zip(*final_obs, strict=True))  # ([t, ...], [i, ...])
+                next_values[cut] = agent.value(as_tensor(np.array([*final_obs.values()])))
+            advantages = gae(rewards_t, values, next_values, terminations_t, truncations_t, args.gamma, args.gae_lambda)
+            returns = advantages + values  # targets for V: lambda-returns
+
+        # ---- the TRPO step on the whole batch ----
+        b_obs, b_returns, b_values = obs_t.reshape(T * N, obs_dim), returns.reshape(-1), values.reshape(-1)
+        b_actions = torch.as_tensor(actions, device=device).reshape(T * N, *action_space.shape)
+        b_advantages = advantages.reshape(-1)
+        if args.norm_adv:
+            # impl detail: advantages normalized per batch (SB3's normalize_advantage; Spinning Up's buffer)
+            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+        stats = update_policy(agent, b_obs, b_actions, b_advantages, args)
+
+        # ---- fit the baseline: V(s_t) ~ lambda-return, by Adam on shuffled minibatches ----
+        for _epoch in range(args.vf_epochs):
+            for mb in torch.randperm(T * N, device=device).split(args.vf_minibatch_size):
+                v_loss = 0.5 * ((agent.value(b_obs[mb]) - b_returns[mb]) ** 2).mean()
+                value_optimizer.zero_grad(set_to_none=True)
+                v_loss.backward()
+                value_optimizer.step()
+        if args.normalize_obs:  # between updates, so that pi_theta and V stay fixed within a batch
+            agent.obs_rms.update(b_obs)
+
+        # how much of the returns' variance the baseline explained before the fit (1: all, 0: none)
+        explained_var = 1 - (b_returns - b_values).var() / b_returns.var()
+        stats |= {"losses/value_loss": v_loss.item(), "losses/explained_variance": explained_var.item()}
+        if args.normalize_reward:
+            stats["charts/return_std"] = return_rms.var.sqrt().item()
+        run.log(global_step, stats | {"charts/SPS": global_step / (time.time() - run.start)})
+        run.progress(global_step)
+    envs.close()
+
+    if args.save_model:
+        path = os.path.join(run.dir, f"{args.exp_name}.pt")
+        meta = {"env_id": args.env_id, "obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
+        torch.save({"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}, path)
+        print(f"saved {path}")
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
+        scores = evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
+        for episode_return in scores:
+            run.log(global_step, {"eval/episodic_return": episode_return})
+    run.close()
+    return run.dir
+
+
+CHECKPOINT_KEYS = {"model", "env_id", "obs_dim", "action_dim", "discrete", "normalize_obs"}
+
+
+def load_checkpoint(path: str, device: torch.device) -> tuple[Agent, str]:
+    """Load a model saved by --save-model, safely (weights_only: tensors and plain values, no code)."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # a missing, truncated or foreign file: say which and why in one line
+        fail(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys():
+        fail(f"{path} is not a trpo.py checkpoint (expected keys {', '.join(sorted(CHECKPOINT_KEYS))})")
+    c = checkpoint
+    agent = Agent(c["obs_dim"], c["action_dim"], c["discrete"], c["normalize_obs"]).to(device)
+    try:
+        agent.load_state_dict(c["model"])
+    except RuntimeError as e:
+        fail(f"checkpoint {path} does not fit trpo.py's network: {str(e).splitlines()[1].strip()}")
+    return agent, c["env_id"]
+
+
+def evaluate(
+    agent: Agent,
+    env_id: str,
+    episodes: int,
+    seed: int,
+    device: torch.device,
+    video_dir: str | None = None,
+    deterministic: bool = False,
+):
+    """Play whole episodes with pi_theta's actions (sampled, or its mode), clipped to the bounds for Box
+    actions, observations normalized by the statistics saved with the model."""
+    env = check_env(env_id, render=video_dir is not None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda e: True, name_prefix="eval")
+    agent.eval()
+    scores = []
+    with torch.inference_mode():
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed if episode == 0 else None)
+            episode_return, episode_over = 0.0, False
+            while not episode_over:
+                obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
+                action = agent.sample(obs_t, deterministic)[0]
+                action = (
+                    action.item()
+                    if agent.discrete
+                    else np.clip(action.cpu().numpy(), env.action_space.low, env.action_space.high)
+                )
+                obs, reward, terminated, truncated, _ = env.step(action)
+                episode_return += float(reward)
+                episode_over = terminated or truncated
+            scores.append(episode_return)
+            print(f"eval episode {episode + 1}/{episodes}: return {episode_return:.1f}", flush=True)
+    env.close()
+    agent.train()
+    return scores
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    if args.eval_checkpoint:
+        if args.eval_episodes <= 0:
+            fail("--eval-episodes must be positive to evaluate a checkpoint")
+        seed_everything(args.seed, args.torch_deterministic)
+        device = pick_device(args.cuda)
+        agent, env_id = load_checkpoint(args.eval_checkpoint, device)
+        video_dir = os.path.join(os.path.dirname(args.eval_checkpoint), "videos") if args.capture_video else None
+        scores = evaluate(agent, env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
+        print(f"{env_id}: mean return {np.mean(scores):.1f} +- {np.std(scores):.1f} over {len(scores)} episodes")
+    else:
+        train(args)
