@@ -4,7 +4,6 @@ import csv
 import dataclasses
 import functools
 import glob
-import importlib.util
 import os
 import subprocess
 import sys
@@ -369,8 +368,10 @@ def test_bad_input_fails_before_training(in_tmp, overrides, message):
     assert not os.path.exists("runs"), "nothing may be written before the input is checked"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mujoco") is not None, reason="MuJoCo is installed")
-def test_missing_mujoco_fails_in_one_line(in_tmp):
+def test_missing_mujoco_fails_in_one_line(in_tmp, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mujoco", None)  # as if gymnasium[mujoco] were not installed
+    for name in [m for m in sys.modules if m.startswith("gymnasium.envs.mujoco")]:
+        monkeypatch.delitem(sys.modules, name)
     with pytest.raises(SystemExit, match=r"cannot make HalfCheetah-v5: DependencyNotInstalled: .*mujoco") as e:
         rf.train(rf.Args(**{**TINY, "env_id": "HalfCheetah-v5"}))
     assert "\n" not in str(e.value)
@@ -478,3 +479,14 @@ def test_every_flag_has_a_help_line():
     for field in dataclasses.fields(rf.Args):
         after = source.split(f"    {field.name}: ", 1)[1].splitlines()[1].strip()
         assert after.startswith('"""') and len(after) > 10, f"--{field.name} has no help text"
+
+
+def test_mujoco_hopper_trains_saves_and_evaluates(in_tmp):
+    run_dir = rf.train(
+        rf.Args(**{**TINY, "env_id": "Hopper-v5", "normalize_obs": True, "save_model": True, "eval_episodes": 1})
+    )
+    rows = read_metrics(run_dir)
+    returns = [float(r["value"]) for r in rows if r["metric"] == "charts/episodic_return"]
+    assert returns and all(np.isfinite(returns))
+    assert any(r["metric"] == "eval/episodic_return" for r in rows)
+    assert os.path.exists(os.path.join(run_dir, "reinforce.pt"))
