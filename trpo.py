@@ -440,7 +440,9 @@ def line_search(
     for j in range(backtrack_iters):
         theta = theta_old + backtrack_coef**j * full_step
         surrogate, kl = surrogate_and_kl(theta)
-        if kl <= max_kl and surrogate > surrogate_old:  # a NaN from a wild step fails both
+        # deviation: any improvement of L passes (sb3-contrib, Spinning Up); the paper's code asked for 10% of
+        # the improvement the linear model predicted. A NaN from a wild step fails both tests.
+        if kl <= max_kl and surrogate > surrogate_old:
             return theta, j, kl, surrogate
     return theta_old, backtrack_iters, 0.0, surrogate_old
 
@@ -589,7 +591,8 @@ def train(args: Args) -> str:
             obs_t, rewards_t = as_tensor(obs), as_tensor(rewards)
             terminations_t, truncations_t = as_tensor(terminations), as_tensor(truncations)
             if args.normalize_reward:
-                # impl detail: r / std of the running discounted return, clipped to +-10 (SB3's VecNormalize)
+                # impl detail: r / std of the running discounted return, clipped to +-10 (SB3's VecNormalize,
+                # which merges the statistics every step; here once per batch, as the observations')
                 return_rms.update(as_tensor(returns_seen))
                 rewards_t = (rewards_t / torch.sqrt(return_rms.var + 1e-8)).clamp(-10.0, 10.0)
             values = agent.value(obs_t)  # [T, N]
@@ -617,7 +620,9 @@ def train(args: Args) -> str:
                 value_optimizer.zero_grad(set_to_none=True)
                 v_loss.backward()
                 value_optimizer.step()
-        if args.normalize_obs:  # between updates, so that pi_theta and V stay fixed within a batch
+        if args.normalize_obs:
+            # deviation: merged once per batch, after the update (SB3's VecNormalize merges every step), so that
+            # pi_theta and V stay the same functions of the raw observation within a batch
             agent.obs_rms.update(b_obs)
 
         # how much of the returns' variance the baseline explained before the fit (1: all, 0: none)

@@ -127,13 +127,18 @@ def summarize(a) -> None:
                     row["eval_deterministic_std"] = round(float(np.std(evals)), 1) if evals else ""
                     row["last_sps"] = round(sps)
                 rows.append(row)
-                ax.plot(steps, curve, lw=1, label=f"{config[:40]} seed {row['seed']}")
+                first = not any(r["config"] == config and r["env_id"] == env_id for r in rows[:-1])
+                color = f"C{list(CONFIGS[a.suite]).index(config)}"  # one colour per config, a line per seed
+                ax.plot(steps, curve, lw=1, color=color, alpha=0.8, label=config if first else None)
+                if evals:  # the trained policy's mean action, after training: what the RL Zoo's numbers are
+                    ax.errorbar(steps[-1], np.mean(evals), yerr=np.std(evals), fmt="o", ms=4, color=color, capsize=3)
         for label, score in ANCHORS.get(env_id, [("solved: 475", 475)] if a.suite == "cartpole" else []):
             ax.axhline(score, color="gray", lw=0.8, ls="--")
             ax.annotate(label, (0, score), fontsize=7, color="gray", va="bottom")
         ax.set(title=env_id, xlabel="env steps", ylabel=f"mean return of the last {window} training episodes")
         ax.legend(fontsize=6, loc="lower right")
-    fig.suptitle(f"trpo.py, {a.suite}: training curves (sampled actions)")
+    dots = "; dots: deterministic evaluation after training (mean +- std, 10 episodes)" if a.suite == "mujoco" else ""
+    fig.suptitle(f"trpo.py, {a.suite}: lines: training returns (sampled actions){dots}", fontsize=10)
     fig.tight_layout()
     os.makedirs(RESULTS, exist_ok=True)
     fig.savefig(os.path.join(RESULTS, f"trpo_{a.suite}.png"), dpi=120)
