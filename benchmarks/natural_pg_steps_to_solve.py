@@ -31,6 +31,11 @@ METHODS = {  # name -> (script, flags); the batches are the scripts' defaults in
     "restricted (euclidean, eps 0.02)": ("natural_pg.py", ["--metric", "euclidean", "--epsilon", "0.02"]),
     "plain gradient (reinforce.py, Adam 1e-2)": ("reinforce.py", []),
 }
+SWEEP = {  # --sweep: other step sizes on CartPole-v1, to see whether the ranking holds at a tuned epsilon
+    "natural@0.03 (fisher, eps 0.03)": ("natural_pg.py", ["--metric", "fisher", "--epsilon", "0.03"]),
+    "restricted@0.005 (euclidean, eps 0.005)": ("natural_pg.py", ["--metric", "euclidean", "--epsilon", "0.005"]),
+    "restricted@0.001 (euclidean, eps 0.001)": ("natural_pg.py", ["--metric", "euclidean", "--epsilon", "0.001"]),
+}
 
 
 def run_dir(env_id: str, method: str, seed: int) -> str:
@@ -45,6 +50,8 @@ def run(args) -> None:
         shutil.copy(os.path.join(ROOT, script), os.path.join(OUT, script))
     queue = []
     for env_id, budget in [("CartPole-v1", args.cartpole_steps), ("Acrobot-v1", args.acrobot_steps)]:
+        if env_id not in args.envs:
+            continue
         for seed in args.seeds:
             for method, (script, flags) in METHODS.items():
                 cwd = run_dir(env_id, method, seed)
@@ -139,7 +146,11 @@ if __name__ == "__main__":
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--cartpole-steps", type=int, default=100_000)
     p.add_argument("--acrobot-steps", type=int, default=100_000)
+    p.add_argument("--envs", nargs="+", default=list(THRESHOLD), choices=list(THRESHOLD))
+    p.add_argument("--sweep", action="store_true", help="add the SWEEP step sizes (in run and summarize)")
     p.add_argument("--stop-after", type=float, default=None, help="seconds; then stop the runs (partial results)")
     a = p.parse_args()
+    if a.sweep:
+        METHODS.update(SWEEP)
     a.plot_steps = {"CartPole-v1": a.cartpole_steps, "Acrobot-v1": a.acrobot_steps}
     run(a) if a.command == "run" else summarize(a)
