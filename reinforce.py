@@ -128,11 +128,11 @@ class Run:
     metric, value), the model; the same metrics to wandb with --track; a progress line."""
 
     def __init__(self, args, total_timesteps: int):
-        self.name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        for n in range(2, 1000):  # two runs started in the same second get two folders
-            if not os.path.exists(os.path.join("runs", self.name)):
-                break
-            self.name = f"{self.name.rsplit('~', 1)[0]}~{n}"
+        base = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.name, n = base, 1
+        while os.path.exists(os.path.join("runs", self.name)):  # another run started in the same second
+            n += 1
+            self.name = f"{base}~{n}"
         self.dir = os.path.join("runs", self.name)
         os.makedirs(self.dir, exist_ok=True)
         with open(os.path.join(self.dir, "args.json"), "w") as f:
