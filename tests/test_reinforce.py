@@ -482,11 +482,9 @@ def test_every_flag_has_a_help_line():
 
 
 def test_mujoco_hopper_trains_saves_and_evaluates(in_tmp):
-    run_dir = rf.train(
-        rf.Args(**{**TINY, "env_id": "Hopper-v5", "normalize_obs": True, "save_model": True, "eval_episodes": 1})
-    )
-    rows = read_metrics(run_dir)
-    returns = [float(r["value"]) for r in rows if r["metric"] == "charts/episodic_return"]
+    flags = {"env_id": "Hopper-v5", "normalize_obs": True, "save_model": True, "eval_episodes": 1}
+    run_dir = rf.train(rf.Args(**{**TINY, **flags}))
+    returns = values_of(run_dir, "charts/episodic_return")
     assert returns and all(np.isfinite(returns))
-    assert any(r["metric"] == "eval/episodic_return" for r in rows)
+    assert values_of(run_dir, "eval/episodic_return")
     assert os.path.exists(os.path.join(run_dir, "reinforce.pt"))
