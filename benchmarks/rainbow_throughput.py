@@ -44,8 +44,8 @@ def parts(repeats: int = 200) -> dict:
     torch.manual_seed(0)
     args = rb.Args()
     config = {name: getattr(args, name) for name in rb.NETWORK_FLAGS}
-    q_net = rb.RainbowNetwork(4, 4, **config).to(memory_format=torch.channels_last)
-    target_net = rb.RainbowNetwork(4, 4, **config).to(memory_format=torch.channels_last).requires_grad_(False)
+    q_net = rb.RainbowNetwork(4, 4, **config)
+    target_net = rb.RainbowNetwork(4, 4, **config).requires_grad_(False)
     optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
     memory = rb.ReplayMemory(args.buffer_size, 1, (4, 84, 84), torch.device("cpu"), 3, 0.99, 0.5)
     rng = np.random.default_rng(0)
