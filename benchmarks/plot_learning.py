@@ -39,7 +39,11 @@ if __name__ == "__main__":
     p.add_argument("--reference-label", default="CleanRL ppo_atari.py (same machine kind)")
     p.add_argument("--label", default="ppo_atari.py (this repo)")
     p.add_argument("--random", type=float, default=None)
+    p.add_argument("--published", type=float, default=None, help="a published final score, drawn as a line")
+    p.add_argument("--published-label", default="published")
+    p.add_argument("--window", type=int, default=100, help="games in the moving mean")
     p.add_argument("--title", default="")
+    p.add_argument("--summary-every", type=int, default=100_000, help="steps per printed mean")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -47,14 +51,16 @@ if __name__ == "__main__":
         if path is None:
             continue
         steps, scores = game_scores(path)
-        window = np.ones(min(100, len(scores))) / min(100, len(scores))
-        smooth = np.convolve(scores, window, mode="valid")
-        (line,) = ax.plot(steps[len(steps) - len(smooth) :], smooth, label=f"{label}: mean of last 100 games")
+        k = min(a.window, len(scores))
+        smooth = np.convolve(scores, np.ones(k) / k, mode="valid")
+        (line,) = ax.plot(steps[len(steps) - len(smooth) :], smooth, label=f"{label}: mean of last {k} games")
         ax.plot(steps, scores, ".", alpha=0.15, markersize=2, color=line.get_color())
-        per_100k, last_100 = summary(steps, scores)
-        print(f"{label}: {len(scores)} games; means per 100k steps: {per_100k}; last 100 games: {last_100:.1f}")
+        means, last_100 = summary(steps, scores, every=a.summary_every)
+        print(f"{label}: {len(scores)} games; means per {a.summary_every:,} steps: {means}; last 100: {last_100:.1f}")
     if a.random is not None:
         ax.axhline(a.random, color="gray", linestyle="--", label=f"random policy ({a.random})")
+    if a.published is not None:
+        ax.axhline(a.published, color="black", linestyle=":", label=f"{a.published_label} ({a.published:g})")
     ax.set_xlabel("agent steps (all envs; 4 frames each)")
     ax.set_ylabel("raw game score (all lives)")
     ax.set_title(a.title)
