@@ -368,7 +368,8 @@ class ReplayMemory:
 
     def transitions(self, envs: torch.Tensor, slots: torch.Tensor):
         """(s, a, r, terminated, s') at the given slots, stacks rebuilt with zeros before a game's start."""
-        window = envs[:, None] * self.slots + (slots[:, None] + self.window) % self.slots  # [B, 5]: slots i-3 .. i+1
+        # [B, 5]: slots i-3 .. i+1 of each env, as rows of the frames viewed as one [N * slots, 84, 84] ring
+        window = envs[:, None] * self.slots + (slots[:, None] + self.window) % self.slots
         # index_select copies whole frames: 15x faster here than advanced indexing, which goes byte by byte
         frames = self.frames.flatten(0, 1).index_select(0, window.flatten()).view(*window.shape, *self.frames.shape[2:])
         before_start = self.window < -self.history[envs, slots, None].long()  # [B, 5]
