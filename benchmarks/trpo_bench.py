@@ -1,4 +1,4 @@
-"""trpo.py benchmarks: CartPole-v1 steps to solve over seeds, and MuJoCo (Hopper-v5, HalfCheetah-v5) at 1M steps
+"""trpo.py benchmarks: CartPole-v1 steps to solve over seeds, and MuJoCo (Hopper, HalfCheetah, Walker2d) at 1M steps
 with the RL Zoo's setup for sb3-contrib's TRPO (the defaults of trpo.py plus observation and reward normalization).
 
     python benchmarks/trpo_bench.py run cartpole --seeds 1 2 3 4 5 --jobs 2
@@ -45,6 +45,8 @@ CONFIGS = {
 ANCHORS = {  # env -> [(label, score)], from the issue: RL Zoo's sb3-contrib TRPO at 1M, Spinning Up at 3M
     "Hopper-v5": [("sb3-contrib (RL Zoo) 1M: 3372", 3372), ("Spinning Up 3M: ~1890", 1890)],
     "HalfCheetah-v5": [("sb3-contrib (RL Zoo) 1M: 1803", 1803), ("Spinning Up 3M: ~1980", 1980)],
+    # rl-baselines3-zoo benchmark.md (one run, Walker2d-v3, deterministic eval): 4933 +- 1453
+    "Walker2d-v5": [("sb3-contrib (RL Zoo benchmark.md) 1M: 4933", 4933)],
 }
 
 
@@ -135,6 +137,7 @@ def summarize(a) -> None:
         for label, score in ANCHORS.get(env_id, [("solved: 475", 475)] if a.suite == "cartpole" else []):
             ax.axhline(score, color="gray", lw=0.8, ls="--")
             ax.annotate(label, (0, score), fontsize=7, color="gray", va="bottom")
+            ax.set_ylim(top=max(ax.get_ylim()[1], score * 1.06))  # room for the label above the line
         ax.set(title=env_id, xlabel="env steps", ylabel=f"mean return of the last {window} training episodes")
         ax.legend(fontsize=6, loc="lower right")
     dots = "; dots: deterministic evaluation after training (mean +- std, 10 episodes)" if a.suite == "mujoco" else ""
