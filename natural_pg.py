@@ -38,8 +38,10 @@ Deliberate departures from the lecture:
 import csv
 import difflib
 import json
+import math
 import os
 import random
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -80,11 +82,15 @@ class Args:
     """whole games played with the trained policy after training (0: none)"""
     eval_checkpoint: str | None = None
     """evaluate this saved model instead of training (uses --eval-episodes, --capture-video)"""
+    resume: str | None = None
+    """continue the run in this folder (runs/<run>) from its checkpoint.pt; flags that shape the run must match"""
     # --- shared: end ---
     env_id: str = "CartPole-v1"
     """gymnasium id of an env with a Box observation and a Discrete or Box action space"""
     total_timesteps: int = 500_000
     """total env steps over all envs (training stops at the first update past it)"""
+    checkpoint_every: int = 250_000
+    """env steps between checkpoints of the whole training state into runs/<run>/checkpoint.pt (0: none)"""
 
     # Algorithm: the gradient estimate as reinforce.py; epsilon, CG iterations and damping as Spinning Up's TRPO
     num_envs: int = 8
@@ -136,23 +142,94 @@ def pick_device(cuda: bool) -> torch.device:
     return torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
 
 
+# flags a resumed run may change; every other flag shapes the run and must match the saved one
+CAN_CHANGE_ON_RESUME = {"resume", "total_timesteps", "checkpoint_every", "checkpoint_replay", "cuda", "buffer_device"}
+CAN_CHANGE_ON_RESUME |= {"torch_deterministic", "track", "wandb_project_name", "wandb_entity", "capture_video"}
+CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes"}
+
+
+def resume_defaults(args):
+    """--resume runs/<run>: the run's saved flags, as the defaults that the flags given now override."""
+    try:
+        with open(os.path.join(args.resume, "args.json")) as f:
+            saved = json.load(f)
+        return type(args)(**{**saved, "resume": args.resume})
+    except (OSError, ValueError, TypeError) as e:
+        fail(f"cannot resume {args.resume}: {type(e).__name__}: {e}; give a run folder written by {SCRIPT}")
+
+
+def save_atomic(state: dict, path: str) -> None:
+    """torch.save into a temporary file, flushed to the disk, then renamed over `path`: a kill at any moment
+    leaves either the previous file or the new one, never a torn one."""
+    with open(path + ".tmp", "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+    folder = os.open(os.path.dirname(path), os.O_RDONLY)  # and the rename itself
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def rng_states() -> dict:
+    """The generators of python, numpy, torch and CUDA, as plain values and tensors (weights_only loads them)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
+    states["cuda"] = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def first_nonfinite(tree, path: str = "") -> str | None:
+    """The path of the first float tensor holding NaN or inf in nested dicts and lists, or None."""
+    if isinstance(tree, torch.Tensor):
+        return path if tree.is_floating_point() and not torch.isfinite(tree).all() else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list | tuple) else ()
+    return next((p for key, value in items if (p := first_nonfinite(value, f"{path}/{key}"))), None)
+
+
+SCRIPT = os.path.basename(__file__)
+
+
 class Run:
-    """The run folder runs/<env>__<exp>__<seed>__<time>/: args.json, metrics.csv (global_step,
-    metric, value), the model; the same metrics to wandb with --track; a progress line."""
+    """The run folder runs/<env>__<exp>__<seed>__<time>/: args.json, metrics.csv (global_step, metric, value),
+    checkpoint.pt, the model; the same metrics to wandb with --track; a progress line. With --resume, the same
+    folder again: metrics.csv cut back to what the checkpoint had seen, the same wandb run. SIGINT and SIGTERM
+    stop the run after the current step, with a checkpoint; a second signal stops it at once."""
 
     def __init__(self, args, total_timesteps: int):
-        base = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        self.name, n = base, 1
-        while os.path.exists(os.path.join("runs", self.name)):  # another run started in the same second
-            n += 1
-            self.name = f"{base}~{n}"
-        self.dir = os.path.join("runs", self.name)
-        os.makedirs(self.dir, exist_ok=True)
+        self.state, wandb_id, self.args = None, None, asdict(args)
+        if args.resume:
+            self.dir, self.name = args.resume.rstrip("/"), os.path.basename(args.resume.rstrip("/"))
+            self.state = self.read_checkpoint(args)
+            wandb_id = self.state["run"]["wandb_id"]
+            with open(os.path.join(self.dir, "metrics.csv"), "r+b") as f:  # rows after the checkpoint are redone
+                f.truncate(self.state["run"]["metrics_bytes"])
+        else:
+            base = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            self.name, n = base, 1
+            while os.path.exists(os.path.join("runs", self.name)):  # another run started in the same second
+                n += 1
+                self.name = f"{base}~{n}"
+            self.dir = os.path.join("runs", self.name)
+            os.makedirs(self.dir, exist_ok=True)
         with open(os.path.join(self.dir, "args.json"), "w") as f:
             json.dump(asdict(args), f, indent=2)
-        self.csv_file = open(os.path.join(self.dir, "metrics.csv"), "w", newline="")
+        self.csv_file = open(os.path.join(self.dir, "metrics.csv"), "a" if args.resume else "w", newline="")
         self.csv = csv.writer(self.csv_file)
-        self.csv.writerow(["global_step", "metric", "value"])
+        if not args.resume:
+            self.csv.writerow(["global_step", "metric", "value"])
         self.wandb = None
         if args.track:
             import wandb
@@ -163,25 +240,71 @@ class Run:
                 config=asdict(args),
                 name=self.name,
                 dir=os.path.abspath(self.dir),  # the wandb service process has its own working directory
+                id=wandb_id,
+                resume="allow" if wandb_id else None,
             )
-        self.total = total_timesteps
+            # x axis: global_step, logged with every point (two points logged at one step are both kept)
+            self.wandb.define_metric("global_step")
+            self.wandb.define_metric("*", step_metric="global_step")
+        self.total, self.checkpoint_every = total_timesteps, args.checkpoint_every
         self.start = self.last_print = time.time()
-        self.returns = deque(maxlen=100)  # raw scores of the last 100 finished games
+        self.start_step = self.checkpoint_step = self.state["global_step"] if self.state else 0
+        self.returns = deque(self.state["run"]["returns"] if self.state else (), maxlen=100)  # last 100 games' scores
+        self.signal, self.training_over = 0, False
+        self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def read_checkpoint(self, args) -> dict:
+        """checkpoint.pt of the run to resume (and the replay memory beside it), or a one-line error."""
+        path = os.path.join(self.dir, "checkpoint.pt")
+        if not os.path.exists(path):
+            fail(f"{path} does not exist: the run stopped before its first checkpoint, or is not a run folder")
+        state = load_file(path)
+        if not isinstance(state, dict) or not {"args", "global_step", "rng", "run"} <= state.keys():
+            fail(f"{path} is not a checkpoint of {SCRIPT} (a --save-model file cannot be resumed)")
+        for name, value in asdict(args).items():
+            if name not in CAN_CHANGE_ON_RESUME and state["args"].get(name) != value:
+                flag = f"--{name.replace('_', '-')}"
+                fail(f"{flag} is {value!r} but the run was started with {state['args'].get(name)!r}; drop {flag}")
+        if args.total_timesteps < state["global_step"]:
+            fail(f"--total-timesteps {args.total_timesteps:,} is below the checkpoint's step {state['global_step']:,}")
+        if "replay_file" in state:
+            state["replay"] = load_file(os.path.join(self.dir, state["replay_file"]), mmap=True)
+        return state
+
+    def resume(self) -> dict | None:
+        """The checkpoint's state, with python's, numpy's, torch's and CUDA's generators set as they were; None
+        for a new run. Call it last before the loop, after everything that draws random numbers at the start."""
+        if self.state is not None:
+            set_rng_states(self.state["rng"])
+            print(f"resumed {self.dir} at step {self.start_step:,}", flush=True)
+        return self.state
+
+    def env_seed(self, seed: int) -> int:
+        """Seed of the envs' first reset: --seed, or on resume a new one (the episodes in progress restart)."""
+        return seed + self.start_step
 
     def log(self, global_step: int, metrics: dict) -> None:
         for name, value in metrics.items():
-            self.csv.writerow([global_step, name, float(value)])
+            value = float(value)
+            if not math.isfinite(value):
+                self.stop_nonfinite(f"{name} is {value}", global_step)
+            self.csv.writerow([global_step, name, value])
             if name == "charts/episodic_return":
-                self.returns.append(float(value))
+                self.returns.append(value)
         if self.wandb is not None:
-            self.wandb.log(metrics, step=global_step)
+            self.wandb.log({**metrics, "global_step": global_step})
+
+    def sps(self, global_step: int) -> float:
+        """Steps per second since this process started (or resumed) the run."""
+        return (global_step - self.start_step) / max(time.time() - self.start, 1e-9)
 
     def progress(self, global_step: int, every: float = 5.0) -> None:
         now = time.time()
         if now - self.last_print < every and global_step < self.total:
             return
         self.last_print = now
-        sps = global_step / max(now - self.start, 1e-9)
+        self.csv_file.flush()  # a kill loses at most the metrics of the last few seconds
+        sps = self.sps(global_step)
         recent = f"{np.mean(self.returns):.1f} (last {len(self.returns)})" if self.returns else "-"
         eta = max(self.total - global_step, 0) / max(sps, 1e-9)
         print(
@@ -190,10 +313,70 @@ class Run:
             flush=True,
         )
 
+    def step_done(self, global_step: int, checkpoint: Callable[[], dict], final: bool = False) -> None:
+        """After each step: the progress line, a checkpoint every --checkpoint-every steps (and at the end), and
+        on SIGINT or SIGTERM a checkpoint and the exit (130 or 143)."""
+        if not final:
+            self.progress(global_step)
+        every = self.checkpoint_every
+        if every > 0 and (final or self.signal or global_step // every > self.checkpoint_step // every):
+            self.save(global_step, checkpoint())
+        if self.signal:
+            self.close()
+            how = f"resume with: python {SCRIPT} --resume {self.dir}"
+            how = how if every > 0 else "no checkpoint written (--checkpoint-every 0)"
+            print(f"interrupted at step {global_step:,}; {how}", flush=True)
+            raise SystemExit(128 + self.signal)
+        self.training_over = final
+
+    def save(self, global_step: int, state: dict) -> None:
+        """checkpoint.pt (and the replay memory, if any, in its own file), unless a tensor went NaN or inf."""
+        if (where := first_nonfinite(state)) is not None:
+            self.stop_nonfinite(f"{where.lstrip('/')} holds NaN or inf", global_step)
+        self.csv_file.flush()
+        returns, wandb_id = list(self.returns), self.wandb.id if self.wandb is not None else None
+        state["run"] = {"metrics_bytes": self.csv_file.tell(), "returns": returns, "wandb_id": wandb_id}
+        state |= {"args": self.args, "global_step": global_step, "rng": rng_states()}
+        if (replay := state.pop("replay", None)) is not None:  # named by its step, so that it matches the checkpoint
+            state["replay_file"] = f"replay-{global_step}.pt"
+            save_atomic(replay, os.path.join(self.dir, state["replay_file"]))
+        save_atomic(state, os.path.join(self.dir, "checkpoint.pt"))
+        for old in os.listdir(self.dir):
+            if old.startswith("replay-") and old != state.get("replay_file"):
+                os.remove(os.path.join(self.dir, old))
+        self.checkpoint_step = global_step
+
+    def stop_nonfinite(self, what: str, global_step: int) -> NoReturn:
+        self.close()
+        path = os.path.join(self.dir, "checkpoint.pt")
+        kept = f"{path} (step {self.checkpoint_step:,}) is kept" if os.path.exists(path) else "no checkpoint yet"
+        fail(f"{what} at step {global_step:,}; training stopped, {kept}")
+
+    def on_signal(self, signum: int, frame) -> None:
+        if self.signal:  # the second: stop now (the last checkpoint is whole: it is written atomically)
+            os._exit(128 + signum)
+        self.signal = signum
+        if self.training_over:  # in the evaluation: the final checkpoint is written, stop here
+            self.close()
+            print(f"interrupted in the evaluation, after the final checkpoint of {self.dir}", flush=True)
+            raise SystemExit(128 + signum)
+
     def close(self) -> None:
-        self.csv_file.close()
+        for s, handler in self.handlers.items():
+            signal.signal(s, handler)
+        if not self.csv_file.closed:
+            self.csv_file.close()
         if self.wandb is not None:
             self.wandb.finish()
+            self.wandb = None
+
+
+def load_file(path: str, mmap: bool = False):
+    """torch.load, safely (weights_only: tensors and plain values, never code), or a one-line error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # a missing, truncated or foreign file: say which and why in one line
+        fail(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
 
 # --- shared: end ---
@@ -512,12 +695,22 @@ def train(args: Args) -> str:
     envs.action_space.seed(args.seed)
     discrete = isinstance(action_space, gym.spaces.Discrete)
     action_dim = int(action_space.n) if discrete else action_space.shape[0]
+    meta = {"env_id": args.env_id, "obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
     agent = Agent(obs_dim, action_dim, discrete, args.normalize_obs).to(device)
     policy_params = agent.policy_params()
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
 
     N, M = args.num_envs, args.episodes_per_update
-    global_step, reset_seed = 0, args.seed
+    global_step, reset_seed = 0, run.env_seed(args.seed)
+
+    def checkpoint() -> dict:  # everything the loop needs to go on (the envs start new episodes anyway)
+        model = {"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}
+        return {**model, "value_optimizer": value_optimizer.state_dict()}
+
+    if (state := run.resume()) is not None:
+        agent.load_state_dict(state["model"])
+        value_optimizer.load_state_dict(state["value_optimizer"])
+        global_step = state["global_step"]
     while global_step < args.total_timesteps:
         # ---- act and observe: M whole episodes with pi_theta, spread over the N envs (as reinforce.py) ----
         # An env starts another episode only while fewer than M have been started, and every started
@@ -615,7 +808,7 @@ def train(args: Args) -> str:
             agent.update_obs_stats(b_obs)
 
         # how much of the rewards-to-go's variance the baseline explained before the fit (1: all, 0: none)
-        explained_var = 1 - (b_returns - b_baselines).var() / b_returns.var()
+        explained_var = 1 - (b_returns - b_baselines).var() / b_returns.var().clamp(min=1e-8)
         run.log(
             global_step,
             {
@@ -625,15 +818,15 @@ def train(args: Args) -> str:
                 "losses/kl": kl.item(),
                 "losses/step_norm": step.norm().item(),
                 "losses/explained_variance": explained_var.item(),
-                "charts/SPS": global_step / (time.time() - run.start),
+                "charts/SPS": run.sps(global_step),
             },
         )
-        run.progress(global_step)
+        run.step_done(global_step, checkpoint)
     envs.close()
+    run.step_done(global_step, checkpoint, final=True)
 
     if args.save_model:
         path = os.path.join(run.dir, f"{args.exp_name}.pt")
-        meta = {"env_id": args.env_id, "obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
         torch.save({"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}, path)
         print(f"saved {path}")
     if args.eval_episodes > 0:
@@ -694,6 +887,8 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
+        args = tyro.cli(Args, default=resume_defaults(args))
     if args.eval_checkpoint:
         if args.eval_episodes <= 0:
             fail("--eval-episodes must be positive to evaluate a checkpoint")

@@ -1,6 +1,8 @@
+import csv
 import os
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,3 +16,34 @@ def in_tmp(tmp_path, monkeypatch):
     """Run in an empty folder so that runs/ and wandb/ land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "learning: trains an agent on CartPole to a score (slow); CI runs them also with default kernels"
+    )
+
+
+def assert_learns(run_dir, solved_by, floor, target=475.0, window=20):
+    """The learning tests' criterion, about the algorithm rather than one trajectory's last episodes.
+
+    The run counts as solved at the first episode where the mean return over the last `window` episodes
+    reaches `target`; that must happen within `solved_by` env steps. After it, the mean over every later
+    `window` consecutive episodes, up to the end of the run, must stay at `floor` or above: a policy that
+    forgets what it learned fails, a few bad episodes do not. One seeded trajectory is reproducible only on
+    the same CPU kernels and thread count; elsewhere the run goes another way, like another seed, so the
+    bounds carry the margin measured over many seeds, kernels and thread counts (see each test).
+    Returns (the step where it was solved, the lowest later mean) for the message.
+    """
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        rows = [r for r in csv.DictReader(f) if r["metric"] == "charts/episodic_return"]
+    steps = np.array([int(r["global_step"]) for r in rows])
+    returns = np.array([float(r["value"]) for r in rows])
+    assert len(returns) >= window, f"only {len(returns)} episodes"
+    means = np.convolve(returns, np.ones(window) / window, "valid")  # means[i]: episodes i .. i + window - 1
+    reached = np.flatnonzero(means >= target)
+    assert len(reached), f"never a mean of {target:g} over {window} episodes; the best was {means.max():.1f}"
+    solved_at, lowest = steps[reached[0] + window - 1], means[reached[0] :].min()
+    assert solved_at <= solved_by, f"a mean of {target:g} over {window} episodes first at step {solved_at:,}"
+    assert lowest >= floor, f"solved at step {solved_at:,}, then a mean over {window} episodes of {lowest:.1f}"
+    return solved_at, lowest
