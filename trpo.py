@@ -255,6 +255,7 @@ class Run:
         self.total, self.checkpoint_every = total_timesteps, args.checkpoint_every
         self.start = self.last_print = time.time()
         self.start_step = self.checkpoint_step = self.state["global_step"] if self.state else 0
+        self.saved_at = None  # the step of this process's last checkpoint
         self.returns = deque(self.state["run"]["returns"] if self.state else (), maxlen=100)  # last 100 games' scores
         self.signal, self.training_over = 0, False
         self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -271,7 +272,7 @@ class Run:
             if name not in CAN_CHANGE_ON_RESUME and state["args"].get(name) != value:
                 flag = f"--{name.replace('_', '-')}"
                 fail(f"{flag} is {value!r} but the run was started with {state['args'].get(name)!r}; drop {flag}")
-        if args.total_timesteps < state["global_step"]:
+        if args.total_timesteps < min(state["global_step"], state["args"]["total_timesteps"]):  # raise it, or keep it
             fail(f"--total-timesteps {args.total_timesteps:,} is below the checkpoint's step {state['global_step']:,}")
         if "replay_file" in state:
             state["replay"] = load_file(os.path.join(self.dir, state["replay_file"]), mmap=True)
@@ -325,7 +326,8 @@ class Run:
         if not final:
             self.progress(global_step)
         every = self.checkpoint_every
-        if every > 0 and (final or self.signal or global_step // every > self.checkpoint_step // every):
+        due = final or self.signal or global_step // every > self.checkpoint_step // every if every > 0 else False
+        if due and global_step != self.saved_at:  # not twice at one step (a periodic one that is also the last)
             self.save(global_step, checkpoint())
         if self.signal:
             self.close()
@@ -350,7 +352,7 @@ class Run:
         for old in os.listdir(self.dir):
             if old.startswith("replay-") and old != state.get("replay_file"):
                 os.remove(os.path.join(self.dir, old))
-        self.checkpoint_step = global_step
+        self.checkpoint_step = self.saved_at = global_step
 
     def stop_nonfinite(self, what: str, global_step: int) -> NoReturn:
         self.close()

@@ -227,7 +227,7 @@ def test_train_save_evaluate_and_video(in_tmp):
     run_dir = ppo.train(
         ppo.Args(**{**TINY, "total_timesteps": 768, "save_model": True, "eval_episodes": 1, "capture_video": True})
     )
-    assert sorted(os.listdir(run_dir)) == ["args.json", "metrics.csv", "ppo_atari.pt", "videos"]
+    assert sorted(os.listdir(run_dir)) == ["args.json", "checkpoint.pt", "metrics.csv", "ppo_atari.pt", "videos"]
     metrics = {row["metric"] for row in read_metrics(run_dir, skip=())}
     for name in ["charts/episodic_return", "charts/SPS", "losses/policy_loss", "losses/value_loss", "losses/entropy"]:
         assert name in metrics

@@ -1,9 +1,13 @@
 """The blocks every script must have word for word (STYLE.md: '# --- shared: begin/end ---')."""
 
+import ast
 import glob
+import importlib
 import os
 import re
 
+import pytest
+import torch
 from conftest import ROOT
 
 SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "*.py")))
@@ -36,3 +40,105 @@ def test_scripts_import_nothing_from_this_repo():
         assert not local & {name.split(".")[0] for name in imports}, (
             f"{os.path.basename(path)} imports a sibling script"
         )
+
+
+# ---------------------------------------------------------------- one device: no tensor made on the CPU by default
+
+FACTORIES = {"zeros", "ones", "empty", "full", "arange", "tensor", "as_tensor", "randperm", "rand", "randn", "randint"}
+FACTORIES |= {"eye", "linspace", "logspace", "normal"}
+
+
+def factories_without_device(source: str) -> list[str]:
+    """Calls torch.<factory>(...) without device=, outside the __init__ of an nn.Module (whose parameters and
+    buffers .to(device) moves with the module); a *_like takes its input's device and is not a factory here."""
+    tree = ast.parse(source)
+    exempt = set()
+    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+        if any(ast.unparse(base) in ("nn.Module", "torch.nn.Module") for base in cls.bases):
+            for fn in (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"):
+                exempt |= {id(n) for n in ast.walk(fn)}
+    return [
+        f"{node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and ast.unparse(node.func.value) == "torch"
+        and node.func.attr in FACTORIES
+        and id(node) not in exempt
+        and not any(k.arg == "device" for k in node.keywords)
+    ]
+
+
+def test_every_tensor_factory_names_its_device():
+    """torch.zeros(n) is a CPU tensor: mixed with CUDA tensors it fails only on a GPU."""
+    missing = [f"{os.path.basename(p)}:{line}" for p in SCRIPTS for line in factories_without_device(open(p).read())]
+    assert not missing, "tensor factories without a device:\n" + "\n".join(missing)
+
+
+def test_the_factory_check_finds_a_cpu_tensor():
+    bad = """
+import torch
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self):
+        self.register_buffer("mean", torch.zeros(3))  # moved by .to(device): fine
+
+def mean_baseline(r, k):
+    sums = torch.zeros(int(k.max()) + 1, dtype=r.dtype)  # on the CPU whatever r's device: caught
+    return torch.zeros_like(r), torch.arange(3, device=r.device), sums
+"""
+    assert factories_without_device(bad) == ["10: torch.zeros(int(k.max()) + 1, dtype=r.dtype)"]
+
+
+def meta(*shape, dtype=torch.float32):
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+T, N, B, A = 5, 3, 7, 4
+MATH = {  # each function without data-dependent Python scalars, on inputs on the meta device
+    "ppo_atari": {
+        "gae": lambda m: m.gae(*(meta(T, N) for _ in range(5)), 0.99, 0.95),
+        "clipped_surrogate": lambda m: m.clipped_surrogate(meta(B), meta(B), 0.1),
+        "sample_actions": lambda m: m.sample_actions(meta(B, A)),
+    },
+    "trpo": {
+        "gae": lambda m: m.gae(*(meta(T, N) for _ in range(5)), 0.99, 0.95),
+        "categorical_logprob": lambda m: m.categorical_logprob(meta(B, A), meta(B, dtype=torch.long)),
+        "gaussian_logprob": lambda m: m.gaussian_logprob(meta(B, A), meta(B, A), meta(A)),
+        "categorical_kl": lambda m: m.categorical_kl(meta(B, A), meta(B, A)),
+        "gaussian_kl": lambda m: m.gaussian_kl(meta(B, A), meta(A), meta(B, A), meta(A)),
+    },
+    "reinforce": {
+        "reward_to_go": lambda m: m.reward_to_go(*(meta(T, N) for _ in range(4)), 0.99),
+        "step_in_episode": lambda m: m.step_in_episode(meta(T, N)),
+        "mean_baseline": lambda m: m.mean_baseline(meta(B), meta(B)),
+        "policy_gradient_loss": lambda m: m.policy_gradient_loss(meta(B), meta(B), meta(B), meta(B), 4),
+        "categorical_logprob": lambda m: m.categorical_logprob(meta(B, A), meta(B, dtype=torch.long)),
+        "gaussian_logprob": lambda m: m.gaussian_logprob(meta(B, A), meta(B, A), meta(A)),
+    },
+    "natural_pg": {
+        "reward_to_go": lambda m: m.reward_to_go(*(meta(T, N) for _ in range(4)), 0.99),
+        "step_in_episode": lambda m: m.step_in_episode(meta(T, N)),
+        "policy_gradient_loss": lambda m: m.policy_gradient_loss(meta(B), meta(B), meta(B), meta(B), 4),
+        "categorical_kl": lambda m: m.categorical_kl(meta(B, A), meta(B, A)),
+        "gaussian_kl": lambda m: m.gaussian_kl(meta(B, A), meta(A), meta(B, A), meta(A)),
+        "fisher_matrix": lambda m: m.fisher_matrix(meta(B, A, 10)),
+        "euclidean_step": lambda m: m.euclidean_step(meta(10), 0.01),
+        "natural_step": lambda m: m.natural_step(meta(10), meta(10), 0.01),
+    },
+    "dqn_atari": {"td_target": lambda m: m.td_target(meta(B), meta(B), meta(B, A), 0.99)},
+    "rainbow_atari": {
+        "n_step_return": lambda m: m.n_step_return(meta(B, 3), *(meta(B, 3, dtype=torch.bool) for _ in range(2)), 0.9),
+        "importance_weights": lambda m: m.importance_weights(meta(B, dtype=torch.float64), 0.4),
+        "project_distribution": lambda m: m.project_distribution(meta(B), meta(B), meta(B, 51), meta(51)),
+    },
+}
+
+
+@pytest.mark.parametrize("name,function", [(s, f) for s, fs in MATH.items() for f in fs])
+def test_the_math_runs_on_the_inputs_device(name, function):
+    """torch raises when a CPU tensor made inside meets an input on the meta device, as it would on a GPU."""
+    out = MATH[name][function](importlib.import_module(name))
+    for tensor in out if isinstance(out, tuple) else (out,):
+        assert tensor.device.type == "meta"
