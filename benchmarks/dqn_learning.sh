@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Learning benchmark of dqn_atari.py (issue 3): BreakoutNoFrameskip-v4, 500k agent steps, learning
+# Learning benchmark of dqn_atari.py: BreakoutNoFrameskip-v4, 500k agent steps, learning
 # starts at 20k, epsilon 1 -> 0.01 over the first 100k steps, other flags at their defaults; then the
 # curve beside the random score (1.7) as a PNG, and the run's metrics copied into benchmarks/results/.
 #     nohup bash benchmarks/dqn_learning.sh > benchmarks/out/dqn_learning.log 2>&1 &

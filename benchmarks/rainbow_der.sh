@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Atari-100k benchmark of rainbow_atari.py (issue 4): Data-Efficient Rainbow (--preset der) for 100k agent steps
+# Atari-100k benchmark of rainbow_atari.py: Data-Efficient Rainbow (--preset der) for 100k agent steps
 # on one game, one seed, then 10 evaluation games with the mean network (noise off, epsilon 0.001, the raw game
 # score), and the same 10 games with uniform random actions for the random score on this setup.
 # DER's published scores (van Hasselt et al. 2019): RoadRunner 9600, KungFuMaster 14346, Freeway 27.9,

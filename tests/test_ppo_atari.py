@@ -168,6 +168,8 @@ def test_is_game_over_cases():
 
 BAD = [
     (dict(num_minibatches=3), "does not divide the batch"),
+    # the std of one advantage is NaN: today's --num-envs 1 --num-steps 4 --num-minibatches 4 would train on NaN
+    (dict(num_envs=1, num_steps=4, num_minibatches=4, total_timesteps=64), "minibatches of 1 step: normalizing"),
     (dict(num_envs=0), "--num-envs must be positive"),
     (dict(num_steps=-1), "--num-steps must be positive"),
     (dict(num_minibatches=0), "--num-minibatches must be positive"),

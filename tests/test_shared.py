@@ -1,4 +1,4 @@
-"""The blocks every script must have word for word (STYLE.md: '# --- shared: begin/end ---')."""
+"""The blocks every script must have word for word (marked '# --- shared: begin/end ---'), and one device for all."""
 
 import ast
 import glob
