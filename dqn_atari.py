@@ -220,17 +220,20 @@ class Run:
     """The run folder runs/<env>__<exp>__<seed>__<time>/: args.json, metrics.csv (global_step, metric, value),
     checkpoint.pt, the model; the same metrics to wandb with --track; a progress line. With --resume, the same
     folder again: metrics.csv cut back to what the checkpoint had seen, the same wandb run. SIGINT and SIGTERM
-    stop the run after the current step, with a checkpoint; a second signal stops it at once."""
+    stop the run after the current step, with a checkpoint; a second signal stops it at once. A process that is
+    not the writer (of several that train one model) writes and prints nothing, but checks and stops alike."""
 
-    def __init__(self, args, total_timesteps: int):
-        self.state, wandb_id, self.args = None, None, asdict(args)
+    def __init__(self, args, total_timesteps: int, writer: bool = True):
+        self.state, wandb_id, self.args, self.writer = None, None, asdict(args), writer
+        self.dir = self.name = None
         if args.resume:
             self.dir, self.name = args.resume.rstrip("/"), os.path.basename(args.resume.rstrip("/"))
             self.state = self.read_checkpoint(args)
             wandb_id = self.state["run"]["wandb_id"]
-            with open(os.path.join(self.dir, "metrics.csv"), "r+b") as f:  # rows after the checkpoint are redone
-                f.truncate(self.state["run"]["metrics_bytes"])
-        else:
+            if writer:
+                with open(os.path.join(self.dir, "metrics.csv"), "r+b") as f:  # rows after the checkpoint are redone
+                    f.truncate(self.state["run"]["metrics_bytes"])
+        elif writer:
             base = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
             self.name, n = base, 1
             while os.path.exists(os.path.join("runs", self.name)):  # another run started in the same second
@@ -238,14 +241,16 @@ class Run:
                 self.name = f"{base}~{n}"
             self.dir = os.path.join("runs", self.name)
             os.makedirs(self.dir, exist_ok=True)
-        with open(os.path.join(self.dir, "args.json"), "w") as f:
-            json.dump(asdict(args), f, indent=2)
-        self.csv_file = open(os.path.join(self.dir, "metrics.csv"), "a" if args.resume else "w", newline="")
+        if writer:
+            with open(os.path.join(self.dir, "args.json"), "w") as f:
+                json.dump(asdict(args), f, indent=2)
+        metrics = os.path.join(self.dir, "metrics.csv") if writer else os.devnull
+        self.csv_file = open(metrics, "a" if args.resume else "w", newline="")
         self.csv = csv.writer(self.csv_file)
         if not args.resume:
             self.csv.writerow(["global_step", "metric", "value"])
         self.wandb = None
-        if args.track:
+        if args.track and writer:
             import wandb
 
             self.wandb = wandb.init(
@@ -315,7 +320,7 @@ class Run:
 
     def progress(self, global_step: int, every: float = 5.0) -> None:
         now = time.time()
-        if now - self.last_print < every and global_step < self.total:
+        if not self.writer or (now - self.last_print < every and global_step < self.total):
             return
         self.last_print = now
         self.csv_file.flush()  # a kill loses at most the metrics of the last few seconds
@@ -341,7 +346,8 @@ class Run:
             self.close()
             how = f"resume with: python {SCRIPT} --resume {self.dir}"
             how = how if every > 0 else "no checkpoint written (--checkpoint-every 0)"
-            print(f"interrupted at step {global_step:,}; {how}", flush=True)
+            if self.writer:
+                print(f"interrupted at step {global_step:,}; {how}", flush=True)
             raise SystemExit(128 + self.signal)
         self.training_over = final
 
@@ -349,6 +355,9 @@ class Run:
         """checkpoint.pt (and the replay memory, if any, in its own file), unless a tensor went NaN or inf."""
         if (where := first_nonfinite(state)) is not None:
             self.stop_nonfinite(f"{where.lstrip('/')} holds NaN or inf", global_step)
+        self.checkpoint_step = self.saved_at = global_step
+        if not self.writer:
+            return
         self.csv_file.flush()
         returns, wandb_id = list(self.returns), self.wandb.id if self.wandb is not None else None
         state["run"] = {"metrics_bytes": self.csv_file.tell(), "returns": returns, "wandb_id": wandb_id}
@@ -360,11 +369,10 @@ class Run:
         for old in os.listdir(self.dir):
             if old.startswith("replay-") and old != state.get("replay_file"):
                 os.remove(os.path.join(self.dir, old))
-        self.checkpoint_step = self.saved_at = global_step
 
     def stop_nonfinite(self, what: str, global_step: int) -> NoReturn:
         self.close()
-        path = os.path.join(self.dir, "checkpoint.pt")
+        path = os.path.join(self.dir or "", "checkpoint.pt")
         kept = f"{path} (step {self.checkpoint_step:,}) is kept" if os.path.exists(path) else "no checkpoint yet"
         fail(f"{what} at step {global_step:,}; training stopped, {kept}")
 
@@ -374,7 +382,8 @@ class Run:
         self.signal = signum
         if self.training_over:  # in the evaluation: the final checkpoint is written, stop here
             self.close()
-            print(f"interrupted in the evaluation, after the final checkpoint of {self.dir}", flush=True)
+            if self.writer:
+                print(f"interrupted in the evaluation, after the final checkpoint of {self.dir}", flush=True)
             raise SystemExit(128 + signum)
 
     def close(self) -> None:
