@@ -93,6 +93,8 @@ class Args:
     """whole games played with the trained policy after training (0: none)"""
     eval_checkpoint: str | None = None
     """evaluate this saved model instead of training (uses --eval-episodes, --capture-video)"""
+    tensorboard: bool = False
+    """also write the metrics as TensorBoard scalars into the run folder (tensorboard --logdir runs)"""
     resume: str | None = None
     """continue the run in this folder (runs/<run>) from its checkpoint.pt; flags that shape the run must match"""
     # --- shared: end ---
@@ -174,12 +176,14 @@ DER_PRESET.update(train_frequency=1, target_network_frequency=2_000, network="de
 NETWORK_FLAGS = ("network", "dueling", "distributional", "n_atoms", "v_min", "v_max", "noisy", "sigma0")
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
+def parse_args(argv: list[str] | None = None, env_default: str | None = None) -> Args:
     """Flags -> Args. With --preset der, DER_PRESET replaces the defaults (--help shows them) and the flags are read
-    on top of it, so `--preset der --n-step 10` is DER with n = 10, whatever the order of the flags."""
+    on top of it, so `--preset der --n-step 10` is DER with n = 10, whatever the order of the flags. env_default: the
+    --env-id when none is given (an evaluated model's own)."""
     argv = sys.argv[1:] if argv is None else argv
     der = "--preset=der" in argv or ("--preset", "der") in zip(argv, argv[1:], strict=False)
-    args = tyro.cli(Args, args=argv, default=dataclasses.replace(Args(), preset="der", **DER_PRESET) if der else None)
+    default = dataclasses.replace(Args(), preset="der", **DER_PRESET) if der else Args()
+    args = tyro.cli(Args, args=argv, default=dataclasses.replace(default, env_id=env_default or default.env_id))
     if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
         args = tyro.cli(Args, args=argv, default=resume_defaults(args))
     return args
@@ -205,13 +209,39 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
 
 
 def pick_device(cuda: bool) -> torch.device:
-    return torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
+    """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line."""
+    device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)} (cuda)", flush=True)
+    else:  # CPU kernels of another SIMD width round differently: a seeded run is reproducible on the same kind only
+        print(f"device: cpu ({torch.backends.cpu.get_cpu_capability()} kernels)", flush=True)
+    return device
+
+
+def check_common(args) -> None:
+    """The flags every script has, checked before anything is allocated."""
+    if args.checkpoint_every < 0:
+        fail(f"--checkpoint-every must be 0 (no checkpoints) or more, got {args.checkpoint_every}")
+    if args.capture_video and args.eval_episodes == 0:
+        fail("--capture-video records the evaluation games, but --eval-episodes is 0; give --eval-episodes 1 or more")
+    if args.resume and args.eval_checkpoint:
+        fail("--resume trains on and --eval-checkpoint only evaluates; give one of them")
+    if args.track and wandb_mode() not in ("offline", "disabled", "dryrun"):
+        import wandb
+
+        # before the run folder exists: without credentials wandb.init would fail (or ask) after it was made
+        if not wandb.login(prompt=False, verify=False):
+            fail("--track needs a wandb login: run `wandb login`, set WANDB_API_KEY, or WANDB_MODE=offline")
+
+
+def wandb_mode() -> str:
+    return os.environ.get("WANDB_MODE", "online").lower()
 
 
 # flags a resumed run may change; every other flag shapes the run and must match the saved one
 CAN_CHANGE_ON_RESUME = {"resume", "total_timesteps", "checkpoint_every", "checkpoint_replay", "cuda", "buffer_device"}
 CAN_CHANGE_ON_RESUME |= {"torch_deterministic", "track", "wandb_project_name", "wandb_entity", "capture_video"}
-CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes"}
+CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard"}
 
 
 def resume_defaults(args):
@@ -313,6 +343,7 @@ class Run:
                 dir=os.path.abspath(self.dir),  # the wandb service process has its own working directory
                 id=wandb_id,
                 resume="allow" if wandb_id else None,
+                save_code=True,
             )
             # x axis: global_step, logged with every point (two points logged at one step are both kept)
             self.wandb.define_metric("global_step")
@@ -320,6 +351,12 @@ class Run:
         self.total, self.checkpoint_every = total_timesteps, args.checkpoint_every
         self.start = self.last_print = time.time()
         self.start_step = self.checkpoint_step = self.state["global_step"] if self.state else 0
+        self.tensorboard = None
+        if args.tensorboard and writer:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # on resume, the events after the checkpoint go, as metrics.csv's rows do
+            self.tensorboard = SummaryWriter(self.dir, purge_step=self.start_step + 1 if self.state else None)
         self.saved_at = None  # the step of this process's last checkpoint
         self.returns = deque(self.state["run"]["returns"] if self.state else (), maxlen=100)  # last 100 games' scores
         self.signal, self.training_over = 0, False
@@ -363,6 +400,8 @@ class Run:
             self.csv.writerow([global_step, name, value])
             if name == "charts/episodic_return":
                 self.returns.append(value)
+            if self.tensorboard is not None:
+                self.tensorboard.add_scalar(name, value, global_step)
         if self.wandb is not None:
             self.wandb.log({**metrics, "global_step": global_step})
 
@@ -375,7 +414,7 @@ class Run:
         if not self.writer or (now - self.last_print < every and global_step < self.total):
             return
         self.last_print = now
-        self.csv_file.flush()  # a kill loses at most the metrics of the last few seconds
+        self.flush()  # a kill loses at most the metrics of the last few seconds
         sps = self.sps(global_step)
         recent = f"{np.mean(self.returns):.1f} (last {len(self.returns)})" if self.returns else "-"
         eta = max(self.total - global_step, 0) / max(sps, 1e-9)
@@ -410,7 +449,7 @@ class Run:
         self.checkpoint_step = self.saved_at = global_step
         if not self.writer:
             return
-        self.csv_file.flush()
+        self.flush()
         returns, wandb_id = list(self.returns), self.wandb.id if self.wandb is not None else None
         state["run"] = {"metrics_bytes": self.csv_file.tell(), "returns": returns, "wandb_id": wandb_id}
         state |= {"args": self.args, "global_step": global_step, "rng": rng_states()}
@@ -438,14 +477,75 @@ class Run:
                 print(f"interrupted in the evaluation, after the final checkpoint of {self.dir}", flush=True)
             raise SystemExit(128 + signum)
 
+    def flush(self) -> None:
+        self.csv_file.flush()
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+
+    def log_videos(self, folder: str | None) -> None:
+        """The evaluation's videos into the wandb run (--track --capture-video)."""
+        if self.wandb is not None and folder:
+            import wandb
+
+            for name in sorted(f for f in os.listdir(folder) if f.endswith(".mp4")):
+                self.wandb.log({"eval/video": wandb.Video(os.path.join(folder, name))})
+
     def close(self) -> None:
         for s, handler in self.handlers.items():
             signal.signal(s, handler)
         if not self.csv_file.closed:
             self.csv_file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None
+
+
+class Games:
+    """An evaluation's games as they are played: a line per game, and a line every 5 s within a long one (an Atari
+    agent that never presses FIRE after losing a life stands still until the 108k-frame limit, 27k steps)."""
+
+    def __init__(self, episodes: int):
+        self.episodes, self.scores, self.steps, self.last = episodes, [], 0, time.time()
+
+    def step(self, episode_return: float) -> None:
+        self.steps += 1
+        if time.time() - self.last >= 5.0:
+            self.last = time.time()
+            game = f"eval episode {len(self.scores) + 1}/{self.episodes}"
+            print(f"{game}: {self.steps:,} steps so far, return {episode_return:.1f}", flush=True)
+
+    def done(self, episode_return: float) -> None:
+        self.scores.append(float(episode_return))
+        self.steps, self.last = 0, time.time()
+        print(f"eval episode {len(self.scores)}/{self.episodes}: return {episode_return:.1f}", flush=True)
+
+
+def eval_folder(checkpoint: str) -> str:
+    """A new folder eval-<time>/ beside the evaluated checkpoint (in its run folder): nothing is overwritten."""
+    base = os.path.join(os.path.dirname(checkpoint), "eval-" + time.strftime("%Y%m%d-%H%M%S"))
+    folder, n = base, 1
+    while os.path.exists(folder):
+        n += 1
+        folder = f"{base}~{n}"
+    os.makedirs(folder)
+    return folder
+
+
+def report_scores(scores: list, env_id: str, deterministic: bool, unit: str, folder: str | None = None) -> None:
+    """The mean line; with a folder, scores.csv (a row per game or episode) and summary.json beside the videos."""
+    summary = {"env_id": env_id, "games": len(scores), "mean": float(np.mean(scores)), "std": float(np.std(scores))}
+    summary |= {"min": float(np.min(scores)), "max": float(np.max(scores)), "deterministic": deterministic}
+    mean = f"mean return {summary['mean']:.1f} +- {summary['std']:.1f} over {len(scores)} {unit}"
+    print(f"{env_id}: {mean} ({'deterministic' if deterministic else 'stochastic'} policy)", flush=True)
+    if folder:
+        with open(os.path.join(folder, "scores.csv"), "w", newline="") as f:
+            csv.writer(f).writerows([[unit[:-1], "return"], *enumerate(scores, 1)])
+        with open(os.path.join(folder, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        print(f"wrote {folder}", flush=True)
 
 
 def load_file(path: str, mmap: bool = False):
@@ -468,6 +568,8 @@ def atari_game(env_id: str) -> tuple[str, float]:
     ids = [
         i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
     ]
+    if env_id not in ids and env_id in gym.registry:
+        fail(f"{env_id} is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it ({SCRIPT} plays Atari)")
     if env_id not in ids:
         close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
         fail(f"unknown Atari env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
@@ -868,6 +970,7 @@ def epsilon_greedy(q_net: RainbowNetwork, obs: np.ndarray, epsilon: float, rng: 
 
 def check_args(args: Args) -> None:
     """Fail on bad input before anything is allocated."""
+    check_common(args)
     positive = ("total_timesteps", "num_envs", "buffer_size", "batch_size", "train_frequency", "n_step")
     for name in (*positive, "target_network_frequency"):
         if getattr(args, name) <= 0:
@@ -1033,6 +1136,8 @@ def train(args: Args) -> str:
         scores = evaluate(q_net, args.env_id, args.eval_episodes, args.eval_epsilon, args.seed, device, video_dir)
         for episode_return in scores:
             run.log(global_step, {"eval/episodic_return": episode_return})
+        report_scores(scores, args.env_id, args.eval_epsilon == 0, "games")
+        run.log_videos(video_dir)
     run.close()
     return run.dir
 
@@ -1065,8 +1170,9 @@ def evaluate(q_net, env_id: str, episodes: int, epsilon: float, seed: int, devic
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda e: True, name_prefix="eval")
     meanings = env.unwrapped.get_action_meanings()
+    check_fits(q_net, env, env_id)
     rng = np.random.default_rng(seed)
-    scores = []
+    games = Games(episodes)
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed if episode == 0 else None)
         episode_return, episode_over = 0.0, False
@@ -1077,10 +1183,16 @@ def evaluate(q_net, env_id: str, episodes: int, epsilon: float, seed: int, devic
             obs, reward, terminated, truncated, _ = env.step(action)
             episode_return += reward
             episode_over = terminated or truncated
-        scores.append(episode_return)
-        print(f"eval episode {episode + 1}/{episodes}: return {episode_return:.1f}", flush=True)
+            games.step(episode_return)
+        games.done(episode_return)
     env.close()
-    return scores
+    return games.scores
+
+
+def check_fits(net, env: gym.Env, env_id: str) -> None:
+    """A network evaluated on another game than its own (--env-id): its action set must have the game's size."""
+    if env.action_space.n != net.num_actions:
+        fail(f"{env_id} has {env.action_space.n} actions; the network has {net.num_actions} (another game's)")
 
 
 if __name__ == "__main__":
@@ -1091,8 +1203,12 @@ if __name__ == "__main__":
         seed_everything(args.seed, args.torch_deterministic)
         device = pick_device(args.cuda)
         q_net, env_id = load_checkpoint(args.eval_checkpoint, device)
-        video_dir = os.path.join(os.path.dirname(args.eval_checkpoint), "videos") if args.capture_video else None
+        env_id = parse_args(env_default=env_id).env_id  # an --env-id given wins over the model's
+        atari_game(env_id)
+        check_fits(q_net, gym.make(env_id), env_id)  # before a folder is made for the evaluation
+        folder = eval_folder(args.eval_checkpoint)
+        video_dir = os.path.join(folder, "videos") if args.capture_video else None
         scores = evaluate(q_net, env_id, args.eval_episodes, args.eval_epsilon, args.seed, device, video_dir)
-        print(f"{env_id}: mean return {np.mean(scores):.1f} +- {np.std(scores):.1f} over {len(scores)} games")
+        report_scores(scores, env_id, args.eval_epsilon == 0, "games", folder)
     else:
         train(args)

@@ -43,7 +43,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import NoReturn
 
@@ -79,6 +79,8 @@ class Args:
     """whole games played with the trained policy after training (0: none)"""
     eval_checkpoint: str | None = None
     """evaluate this saved model instead of training (uses --eval-episodes, --capture-video)"""
+    tensorboard: bool = False
+    """also write the metrics as TensorBoard scalars into the run folder (tensorboard --logdir runs)"""
     resume: str | None = None
     """continue the run in this folder (runs/<run>) from its checkpoint.pt; flags that shape the run must match"""
     # --- shared: end ---
@@ -145,13 +147,39 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
 
 
 def pick_device(cuda: bool) -> torch.device:
-    return torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
+    """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line."""
+    device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)} (cuda)", flush=True)
+    else:  # CPU kernels of another SIMD width round differently: a seeded run is reproducible on the same kind only
+        print(f"device: cpu ({torch.backends.cpu.get_cpu_capability()} kernels)", flush=True)
+    return device
+
+
+def check_common(args) -> None:
+    """The flags every script has, checked before anything is allocated."""
+    if args.checkpoint_every < 0:
+        fail(f"--checkpoint-every must be 0 (no checkpoints) or more, got {args.checkpoint_every}")
+    if args.capture_video and args.eval_episodes == 0:
+        fail("--capture-video records the evaluation games, but --eval-episodes is 0; give --eval-episodes 1 or more")
+    if args.resume and args.eval_checkpoint:
+        fail("--resume trains on and --eval-checkpoint only evaluates; give one of them")
+    if args.track and wandb_mode() not in ("offline", "disabled", "dryrun"):
+        import wandb
+
+        # before the run folder exists: without credentials wandb.init would fail (or ask) after it was made
+        if not wandb.login(prompt=False, verify=False):
+            fail("--track needs a wandb login: run `wandb login`, set WANDB_API_KEY, or WANDB_MODE=offline")
+
+
+def wandb_mode() -> str:
+    return os.environ.get("WANDB_MODE", "online").lower()
 
 
 # flags a resumed run may change; every other flag shapes the run and must match the saved one
 CAN_CHANGE_ON_RESUME = {"resume", "total_timesteps", "checkpoint_every", "checkpoint_replay", "cuda", "buffer_device"}
 CAN_CHANGE_ON_RESUME |= {"torch_deterministic", "track", "wandb_project_name", "wandb_entity", "capture_video"}
-CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes"}
+CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard"}
 
 
 def resume_defaults(args):
@@ -253,6 +281,7 @@ class Run:
                 dir=os.path.abspath(self.dir),  # the wandb service process has its own working directory
                 id=wandb_id,
                 resume="allow" if wandb_id else None,
+                save_code=True,
             )
             # x axis: global_step, logged with every point (two points logged at one step are both kept)
             self.wandb.define_metric("global_step")
@@ -260,6 +289,12 @@ class Run:
         self.total, self.checkpoint_every = total_timesteps, args.checkpoint_every
         self.start = self.last_print = time.time()
         self.start_step = self.checkpoint_step = self.state["global_step"] if self.state else 0
+        self.tensorboard = None
+        if args.tensorboard and writer:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # on resume, the events after the checkpoint go, as metrics.csv's rows do
+            self.tensorboard = SummaryWriter(self.dir, purge_step=self.start_step + 1 if self.state else None)
         self.saved_at = None  # the step of this process's last checkpoint
         self.returns = deque(self.state["run"]["returns"] if self.state else (), maxlen=100)  # last 100 games' scores
         self.signal, self.training_over = 0, False
@@ -303,6 +338,8 @@ class Run:
             self.csv.writerow([global_step, name, value])
             if name == "charts/episodic_return":
                 self.returns.append(value)
+            if self.tensorboard is not None:
+                self.tensorboard.add_scalar(name, value, global_step)
         if self.wandb is not None:
             self.wandb.log({**metrics, "global_step": global_step})
 
@@ -315,7 +352,7 @@ class Run:
         if not self.writer or (now - self.last_print < every and global_step < self.total):
             return
         self.last_print = now
-        self.csv_file.flush()  # a kill loses at most the metrics of the last few seconds
+        self.flush()  # a kill loses at most the metrics of the last few seconds
         sps = self.sps(global_step)
         recent = f"{np.mean(self.returns):.1f} (last {len(self.returns)})" if self.returns else "-"
         eta = max(self.total - global_step, 0) / max(sps, 1e-9)
@@ -350,7 +387,7 @@ class Run:
         self.checkpoint_step = self.saved_at = global_step
         if not self.writer:
             return
-        self.csv_file.flush()
+        self.flush()
         returns, wandb_id = list(self.returns), self.wandb.id if self.wandb is not None else None
         state["run"] = {"metrics_bytes": self.csv_file.tell(), "returns": returns, "wandb_id": wandb_id}
         state |= {"args": self.args, "global_step": global_step, "rng": rng_states()}
@@ -378,14 +415,75 @@ class Run:
                 print(f"interrupted in the evaluation, after the final checkpoint of {self.dir}", flush=True)
             raise SystemExit(128 + signum)
 
+    def flush(self) -> None:
+        self.csv_file.flush()
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+
+    def log_videos(self, folder: str | None) -> None:
+        """The evaluation's videos into the wandb run (--track --capture-video)."""
+        if self.wandb is not None and folder:
+            import wandb
+
+            for name in sorted(f for f in os.listdir(folder) if f.endswith(".mp4")):
+                self.wandb.log({"eval/video": wandb.Video(os.path.join(folder, name))})
+
     def close(self) -> None:
         for s, handler in self.handlers.items():
             signal.signal(s, handler)
         if not self.csv_file.closed:
             self.csv_file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
         if self.wandb is not None:
             self.wandb.finish()
             self.wandb = None
+
+
+class Games:
+    """An evaluation's games as they are played: a line per game, and a line every 5 s within a long one (an Atari
+    agent that never presses FIRE after losing a life stands still until the 108k-frame limit, 27k steps)."""
+
+    def __init__(self, episodes: int):
+        self.episodes, self.scores, self.steps, self.last = episodes, [], 0, time.time()
+
+    def step(self, episode_return: float) -> None:
+        self.steps += 1
+        if time.time() - self.last >= 5.0:
+            self.last = time.time()
+            game = f"eval episode {len(self.scores) + 1}/{self.episodes}"
+            print(f"{game}: {self.steps:,} steps so far, return {episode_return:.1f}", flush=True)
+
+    def done(self, episode_return: float) -> None:
+        self.scores.append(float(episode_return))
+        self.steps, self.last = 0, time.time()
+        print(f"eval episode {len(self.scores)}/{self.episodes}: return {episode_return:.1f}", flush=True)
+
+
+def eval_folder(checkpoint: str) -> str:
+    """A new folder eval-<time>/ beside the evaluated checkpoint (in its run folder): nothing is overwritten."""
+    base = os.path.join(os.path.dirname(checkpoint), "eval-" + time.strftime("%Y%m%d-%H%M%S"))
+    folder, n = base, 1
+    while os.path.exists(folder):
+        n += 1
+        folder = f"{base}~{n}"
+    os.makedirs(folder)
+    return folder
+
+
+def report_scores(scores: list, env_id: str, deterministic: bool, unit: str, folder: str | None = None) -> None:
+    """The mean line; with a folder, scores.csv (a row per game or episode) and summary.json beside the videos."""
+    summary = {"env_id": env_id, "games": len(scores), "mean": float(np.mean(scores)), "std": float(np.std(scores))}
+    summary |= {"min": float(np.min(scores)), "max": float(np.max(scores)), "deterministic": deterministic}
+    mean = f"mean return {summary['mean']:.1f} +- {summary['std']:.1f} over {len(scores)} {unit}"
+    print(f"{env_id}: {mean} ({'deterministic' if deterministic else 'stochastic'} policy)", flush=True)
+    if folder:
+        with open(os.path.join(folder, "scores.csv"), "w", newline="") as f:
+            csv.writer(f).writerows([[unit[:-1], "return"], *enumerate(scores, 1)])
+        with open(os.path.join(folder, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        print(f"wrote {folder}", flush=True)
 
 
 def load_file(path: str, mmap: bool = False):
@@ -403,6 +501,13 @@ def check_env(env_id: str, render: bool = False) -> gym.Env:
     """Make one env, or fail in one line: an unknown id (with close matches), a missing dependency
     (MuJoCo envs need gymnasium[mujoco]), or spaces this script has no policy for."""
     if env_id not in gym.registry:
+        import ale_py  # registers the Atari ids: one of them gets its own answer
+
+        gym.register_envs(ale_py)
+        if env_id in gym.registry:
+            fail(
+                f"{env_id} is an Atari game, learned from pixels: ppo_atari.py, dqn_atari.py or rainbow_atari.py run it"
+            )
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
         fail(f"unknown env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
     try:
@@ -695,6 +800,7 @@ def update_policy(agent: Agent, obs, actions, advantages, args: Args) -> dict[st
 
 def check_args(args: Args) -> gym.Env:
     """Fail on bad input before anything is allocated; return one env to read the spaces from."""
+    check_common(args)
     for name in ("total_timesteps", "num_envs", "num_steps", "cg_iters", "backtrack_iters", "vf_epochs"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -849,6 +955,8 @@ def train(args: Args) -> str:
         scores = evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
         for episode_return in scores:
             run.log(global_step, {"eval/episodic_return": episode_return})
+        report_scores(scores, args.env_id, args.eval_deterministic, "episodes")
+        run.log_videos(video_dir)
     run.close()
     return run.dir
 
@@ -882,13 +990,14 @@ def evaluate(
     video_dir: str | None = None,
     deterministic: bool = False,
 ):
-    """Play whole episodes with pi_theta's actions (sampled, or its mode), clipped to the bounds for Box
-    actions, observations normalized by the statistics saved with the model."""
+    """Play whole episodes with pi_theta's actions (sampled, or its mode: argmax or the Gaussian's mean), clipped
+    to the bounds for Box actions, observations normalized by the statistics saved with the model."""
     env = check_env(env_id, render=video_dir is not None)
+    check_fits(agent, env, env_id)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda e: True, name_prefix="eval")
     agent.eval()
-    scores = []
+    games = Games(episodes)
     with torch.inference_mode():
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed if episode == 0 else None)
@@ -904,11 +1013,23 @@ def evaluate(
                 obs, reward, terminated, truncated, _ = env.step(action)
                 episode_return += float(reward)
                 episode_over = terminated or truncated
-            scores.append(episode_return)
-            print(f"eval episode {episode + 1}/{episodes}: return {episode_return:.1f}", flush=True)
+                games.step(episode_return)
+            games.done(episode_return)
     env.close()
     agent.train()
-    return scores
+    return games.scores
+
+
+def check_fits(agent: Agent, env: gym.Env, env_id: str) -> None:
+    """A network evaluated on another env than its own (--env-id): the sizes must match, or one line says why."""
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    sizes = (env.observation_space.shape[0], int(env.action_space.n) if discrete else env.action_space.shape[0])
+    if (*sizes, discrete) != (agent.actor[0].in_features, agent.actor[-1].out_features, agent.discrete):
+        kind = lambda d: "discrete" if d else "continuous"  # noqa: E731
+        fail(
+            f"{env_id} has observations of size {sizes[0]} and {sizes[1]} {kind(discrete)} actions; the network "
+            f"takes {agent.actor[0].in_features} and {agent.actor[-1].out_features} {kind(agent.discrete)} ones"
+        )
 
 
 if __name__ == "__main__":
@@ -921,8 +1042,11 @@ if __name__ == "__main__":
         seed_everything(args.seed, args.torch_deterministic)
         device = pick_device(args.cuda)
         agent, env_id = load_checkpoint(args.eval_checkpoint, device)
-        video_dir = os.path.join(os.path.dirname(args.eval_checkpoint), "videos") if args.capture_video else None
+        env_id = tyro.cli(Args, default=replace(args, env_id=env_id)).env_id  # an --env-id given wins over the model's
+        check_fits(agent, check_env(env_id), env_id)  # before a folder is made for the evaluation
+        folder = eval_folder(args.eval_checkpoint)
+        video_dir = os.path.join(folder, "videos") if args.capture_video else None
         scores = evaluate(agent, env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
-        print(f"{env_id}: mean return {np.mean(scores):.1f} +- {np.std(scores):.1f} over {len(scores)} episodes")
+        report_scores(scores, env_id, args.eval_deterministic, "episodes", folder)
     else:
         train(args)
