@@ -496,16 +496,17 @@ def load_file(path: str, mmap: bool = False):
 def check_env(env_id: str, render: bool = False) -> gym.Env:
     """Make one env, or fail in one line: an unknown id (with close matches), a missing dependency,
     or spaces this script has no policy for."""
-    if env_id not in gym.registry:
-        import ale_py  # registers the Atari ids: one of them gets its own answer
+    import ale_py  # registers the Atari ids: one of them gets its own answer
 
-        gym.register_envs(ale_py)
-        if env_id in gym.registry:
-            fail(
-                f"{env_id} is an Atari game, learned from pixels: ppo_atari.py, dqn_atari.py or rainbow_atari.py run it"
-            )
+    gym.register_envs(ale_py)
+    if env_id in gym.registry and gym.spec(env_id).entry_point == "ale_py.env:AtariEnv":
+        fail(f"{env_id} is an Atari game, learned from pixels: ppo_atari.py, dqn_atari.py or rainbow_atari.py run it")
+    if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
         fail(f"unknown env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    # frames for video need no window: SDL's dummy driver draws off-screen (SDL would otherwise look for a display
+    # and print "error: XDG_RUNTIME_DIR is invalid or not set", which reads like one of this script's errors)
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         env = gym.make(env_id, render_mode="rgb_array" if render else None)
         if render:  # classic-control envs draw with pygame, which gymnasium does not install by default
