@@ -257,12 +257,15 @@ def test_reward_to_go_and_step_in_episode_match_naive_loops():
 # ---------------------------------------------------------------- it learns, and the KL it logs is epsilon
 
 
-# NPG_MARGIN
+# Measured on an AVX-512 machine, 150k steps: seeds 1-16 with default kernels, 1-12 avx2 and avx512, all with 1
+# thread; 1-6 default and avx512 and 1-2 avx2 with 2 threads (54 runs): solved (a mean of 475 over 20 episodes) at
+# 25k-91k steps (bound 120k, hence 150k, up from 100k); the policy dips after it at times (seed 13: a 20-episode
+# mean of 249 at 54k, back at 500 by the end), so the floor is 150; median logged KL 0.0075-0.0085 in every run
 @pytest.mark.learning
 @pytest.mark.parametrize("seed", [1, 2])
 def test_learns_cartpole(in_tmp, seed):
     run_dir = npg.train(npg.Args(seed=seed, total_timesteps=150_000, eval_episodes=0))
-    assert_learns(run_dir, solved_by=120_000, floor=250)
+    assert_learns(run_dir, solved_by=120_000, floor=150)  # see conftest.assert_learns
     kls = np.array(values_of(run_dir, "losses/kl"))
     assert np.median(kls) == pytest.approx(0.01, rel=0.5), "the step moves the policy by about epsilon"
 

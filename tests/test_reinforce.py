@@ -335,12 +335,14 @@ def test_each_update_learns_from_exactly_m_whole_episodes(in_tmp):
 # ---------------------------------------------------------------- it learns
 
 
-# RF_MARGIN
+# Measured on an AVX-512 machine, 100k steps: seeds 1-16 with default kernels and 1 thread, 1-3 avx512 and 1-2 avx2
+# with 1 thread, 1-6 default and avx512 and 1-2 avx2 with 2 threads (35 runs): solved (a mean of 475 over 20
+# episodes) at 18k-63k steps (bound 80k), lowest 20-episode mean after it 343 (floor 250)
 @pytest.mark.learning
 @pytest.mark.parametrize("seed", [1, 2])
 def test_learns_cartpole(in_tmp, seed):
     run_dir = rf.train(rf.Args(seed=seed, total_timesteps=100_000, eval_episodes=0))
-    assert_learns(run_dir, solved_by=80_000, floor=250)
+    assert_learns(run_dir, solved_by=80_000, floor=250)  # see conftest.assert_learns
 
 
 # ---------------------------------------------------------------- bad input: one line, before training

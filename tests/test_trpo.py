@@ -329,13 +329,15 @@ def test_every_accepted_update_keeps_the_measured_kl_within_delta(in_tmp, monkey
 # ---------------------------------------------------------------- it learns
 
 
-# TRPO_MARGIN
+# Measured on an AVX-512 machine, 50k steps: seeds 1-16 with default kernels and 1 thread, 1-2 avx2 and avx512 with 1
+# thread, 1-6 default and avx512 and 1-2 avx2 with 2 threads (34 runs): solved (a mean of 475 over 20 episodes) at
+# 20k-27k steps (bound 40k), lowest 20-episode mean after it 382 (floor 250)
 @pytest.mark.learning
 @pytest.mark.parametrize("seed", [1, 2])
 def test_learns_cartpole(in_tmp, seed):
     # 2 x 512 steps per update (the RL Zoo's CartPole n_steps)
     run_dir = trpo.train(trpo.Args(seed=seed, total_timesteps=50_000, num_steps=512, eval_episodes=0))
-    assert_learns(run_dir, solved_by=40_000, floor=250)
+    assert_learns(run_dir, solved_by=40_000, floor=250)  # see conftest.assert_learns
 
 
 # ---------------------------------------------------------------- bad input: one line, before training
