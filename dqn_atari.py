@@ -258,8 +258,9 @@ class Run:
             self.dir, self.name = args.resume.rstrip("/"), os.path.basename(args.resume.rstrip("/"))
             self.state = self.read_checkpoint(args)
             wandb_id = self.state["run"]["wandb_id"]
-            if writer:
-                with open(os.path.join(self.dir, "metrics.csv"), "r+b") as f:  # rows after the checkpoint are redone
+            metrics = os.path.join(self.dir, "metrics.csv")
+            if writer and os.path.getsize(metrics) > self.state["run"]["metrics_bytes"]:
+                with open(metrics, "r+b") as f:  # the rows after the checkpoint belong to steps that are played again
                     f.truncate(self.state["run"]["metrics_bytes"])
         elif writer:
             base = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -514,7 +515,7 @@ def atari_game(env_id: str) -> tuple[str, float]:
     ids = [
         i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
     ]
-    if env_id not in ids and env_id in gym.registry:
+    if env_id in gym.registry and gym.spec(env_id).entry_point != "ale_py.env:AtariEnv":
         fail(f"{env_id} is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it ({SCRIPT} plays Atari)")
     if env_id not in ids:
         close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
@@ -731,9 +732,9 @@ def check_memory(args: "Args", obs_shape: tuple) -> None:
         )
 
 
-def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
-    """epsilon decays linearly from start_e to end_e over `duration` steps, then stays at end_e."""
-    return max(end_e, start_e + (end_e - start_e) * t / max(duration, 1))
+def linear_schedule(start: float, end: float, duration: float, t: int) -> float:
+    """From start at t = 0 linearly to end at t = duration, then end (epsilon down; up as well, if asked)."""
+    return start + (end - start) * min(t / max(duration, 1), 1.0)
 
 
 def epsilon_greedy(q_net: QNetwork, obs: np.ndarray, epsilon: float, rng: np.random.Generator, device) -> np.ndarray:

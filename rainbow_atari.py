@@ -312,8 +312,9 @@ class Run:
             self.dir, self.name = args.resume.rstrip("/"), os.path.basename(args.resume.rstrip("/"))
             self.state = self.read_checkpoint(args)
             wandb_id = self.state["run"]["wandb_id"]
-            if writer:
-                with open(os.path.join(self.dir, "metrics.csv"), "r+b") as f:  # rows after the checkpoint are redone
+            metrics = os.path.join(self.dir, "metrics.csv")
+            if writer and os.path.getsize(metrics) > self.state["run"]["metrics_bytes"]:
+                with open(metrics, "r+b") as f:  # the rows after the checkpoint belong to steps that are played again
                     f.truncate(self.state["run"]["metrics_bytes"])
         elif writer:
             base = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -568,7 +569,7 @@ def atari_game(env_id: str) -> tuple[str, float]:
     ids = [
         i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
     ]
-    if env_id not in ids and env_id in gym.registry:
+    if env_id in gym.registry and gym.spec(env_id).entry_point != "ale_py.env:AtariEnv":
         fail(f"{env_id} is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it ({SCRIPT} plays Atari)")
     if env_id not in ids:
         close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)

@@ -250,8 +250,9 @@ class Run:
             self.dir, self.name = args.resume.rstrip("/"), os.path.basename(args.resume.rstrip("/"))
             self.state = self.read_checkpoint(args)
             wandb_id = self.state["run"]["wandb_id"]
-            if writer:
-                with open(os.path.join(self.dir, "metrics.csv"), "r+b") as f:  # rows after the checkpoint are redone
+            metrics = os.path.join(self.dir, "metrics.csv")
+            if writer and os.path.getsize(metrics) > self.state["run"]["metrics_bytes"]:
+                with open(metrics, "r+b") as f:  # the rows after the checkpoint belong to steps that are played again
                     f.truncate(self.state["run"]["metrics_bytes"])
         elif writer:
             base = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"

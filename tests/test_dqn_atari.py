@@ -182,6 +182,9 @@ def test_bytes_per_transition():
 def test_linear_schedule():
     values = [dqn.linear_schedule(1.0, 0.01, 100, t) for t in (0, 50, 100, 1000)]
     np.testing.assert_allclose(values, [1.0, 0.505, 0.01, 0.01])
+    # upwards too (--start-e below --end-e): the old max(end, ...) clamp sat at end from the first step
+    values = [dqn.linear_schedule(0.1, 0.5, 100, t) for t in (0, 50, 100, 1000)]
+    np.testing.assert_allclose(values, [0.1, 0.3, 0.5, 0.5])
 
 
 class CountingNet(dqn.QNetwork):
@@ -253,7 +256,7 @@ BAD = [
     (dict(end_e=1.5), "probabilities"),
     (dict(eval_epsilon=-0.1), "probabilities"),
     (dict(env_id="Pong"), "unknown Atari env id"),
-    (dict(env_id="CartPole-v1"), "unknown Atari env id"),
+    (dict(env_id="CartPole-v1"), "CartPole-v1 is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it"),
     (dict(env_id="Pendulum-v1"), "continuous actions"),
 ]
 if not torch.cuda.is_available():

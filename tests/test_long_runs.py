@@ -376,4 +376,6 @@ def test_track_resume_continues_the_same_wandb_run(in_tmp, monkeypatch):
     assert wandb_id
     train("reinforce", track=True, resume=run_dir, total_timesteps=600)
     offline_runs = glob.glob(os.path.join(run_dir, "wandb", "offline-run-*"))
-    assert len(offline_runs) == 2 and all(r.endswith(f"-{wandb_id}") for r in offline_runs)
+    # offline-run-<time>-<id>, and a "-1" after it when both parts started in the same second
+    same_id = re.compile(rf"offline-run-\d+_\d+-{wandb_id}(-\d+)?")
+    assert len(offline_runs) == 2 and all(same_id.fullmatch(os.path.basename(r)) for r in offline_runs), offline_runs

@@ -122,7 +122,6 @@ def test_env_ids_map_to_rom_and_sticky_actions():
     [
         ("BreakotNoFrameskip-v4", "BreakoutNoFrameskip-v4"),
         ("Breakout-v4", "BreakoutNoFrameskip-v4"),
-        ("CartPole-v1", ""),
     ],
 )
 def test_unknown_env_id_fails_with_close_matches(env_id, hint):

@@ -463,7 +463,7 @@ BAD = [
     (dict(n_atoms=1), "--n-atoms >= 2"),
     (dict(v_min=10.0), "--v-min < --v-max"),
     (dict(env_id="Pong"), "unknown Atari env id"),
-    (dict(env_id="CartPole-v1"), "unknown Atari env id"),
+    (dict(env_id="CartPole-v1"), "CartPole-v1 is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it"),
     (dict(env_id="Pendulum-v1"), "continuous actions"),
 ]
 if not torch.cuda.is_available():
