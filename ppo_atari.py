@@ -691,7 +691,7 @@ def leave_process_group(procs: Processes) -> None:
         dist.destroy_process_group()
 
 
-def train(args: Args) -> str:
+def train(args: Args) -> str | None:
     """Collect num_steps x num_envs transitions, compute GAE, optimize L^CLIP for update_epochs epochs
     of shuffled minibatches; repeat. Returns the run folder (None on the processes other than rank 0)."""
     check_args(args)
@@ -791,8 +791,8 @@ def train(args: Args) -> str:
             next_values = torch.where(truncations_t.bool(), final_values, next_values)
             advantages = gae(rewards_t, values, next_values, terminations_t, truncations_t, args.gamma, args.gae_lambda)
             returns = advantages + values  # targets for V: lambda-returns
-        for step, score, length in gather_games(games, procs):  # every process's games, logged by rank 0
-            run.log(step, {"charts/episodic_return": score, "charts/episodic_length": length})
+        for game_step, score, length in gather_games(games, procs):  # every process's games, logged by rank 0
+            run.log(game_step, {"charts/episodic_return": score, "charts/episodic_length": length})
 
         # ---- learn: K epochs of shuffled minibatches on the clipped surrogate ----
         b_obs = obs.reshape(batch_size, *obs.shape[2:])
