@@ -21,6 +21,7 @@ Examples:
     python ppo_atari.py --env-id BreakoutNoFrameskip-v4
     python ppo_atari.py --env-id ALE/Pong-v5 --total-timesteps 2000000 --save-model --track
     python ppo_atari.py --eval-checkpoint runs/<run>/ppo_atari.pt --eval-episodes 10 --capture-video
+    torchrun --nproc-per-node 4 ppo_atari.py --env-id BreakoutNoFrameskip-v4    # 4 processes (GPUs), one model
 
 Symbols: gamma -> args.gamma, lambda -> args.gae_lambda, epsilon -> args.clip_coef,
 c1 (value loss weight) -> args.vf_coef, c2 (entropy bonus) -> args.ent_coef, alpha -> args.learning_rate.
@@ -32,8 +33,10 @@ Deliberate departures from the paper (all from CleanRL / Huang et al. 2022, so r
   the logged episodic_return is the raw score of the whole game, what papers report.
 """
 
+import contextlib
 import csv
 import difflib
+import io
 import json
 import math
 import os
@@ -43,11 +46,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
 from typing import NoReturn
 
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import tyro
 from ale_py.vector_env import AtariVectorEnv
@@ -91,6 +96,8 @@ class Args:
     """agent steps between checkpoints of the whole training state into runs/<run>/checkpoint.pt (0: none)"""
     eval_deterministic: bool = False
     """evaluate with the most likely action (argmax of the logits) instead of a sampled one"""
+    dist_timeout: float = 300.0
+    """under torchrun: seconds to wait for the other processes (joining, each exchange) before stopping with an error"""
 
     # Algorithm: defaults of CleanRL's ppo_atari.py (= Schulman et al. 2017, Table 5, and Huang et al. 2022)
     num_envs: int = 8
@@ -514,13 +521,14 @@ def atari_game(env_id: str) -> tuple[str, float]:
     return kwargs["game"], kwargs["repeat_action_probability"]
 
 
-def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
+def make_envs(env_id: str, num_envs: int, cores: int | None = None) -> AtariVectorEnv:
     """The DeepMind preprocessing (Mnih et al. 2015; Machado et al. 2018), done in ale-py's C++ threads:
     up to 30 no-ops at reset, FIRE at reset, 4 frames per step max-pooled over the last two, 84x84
     grayscale, 4-frame stack, 108k-frame time limit. A life loss returns terminated=True and the game
     goes on (life_loss_info; episodic_life would restart the game). Rewards come back raw: the script
     logs the real score and clips for learning. SameStep autoreset: a game over returns the next
-    game's first observation at once, so every step returned is a real transition."""
+    game's first observation at once, so every step returned is a real transition. `cores`: the cores this
+    process may use (all of the machine's by default; its share when several processes train on it)."""
     game, sticky = atari_game(env_id)
     return AtariVectorEnv(
         game,
@@ -533,7 +541,7 @@ def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
         reward_clipping=False,
         autoreset_mode="SameStep",
         # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
-        num_threads=min(num_envs, os.cpu_count() or 1),
+        num_threads=min(num_envs, cores or os.cpu_count() or 1),
     )
 
 
@@ -644,18 +652,171 @@ def check_args(args: Args) -> None:
     atari_game(args.env_id)
 
 
-def train(args: Args) -> str:
-    """Collect num_steps x num_envs transitions, compute GAE, optimize L^CLIP for update_epochs epochs
-    of shuffled minibatches; repeat. Returns the run folder."""
-    check_args(args)
-    seed_everything(args.seed, args.torch_deterministic)
-    device = pick_device(args.cuda)
-    batch_size = args.num_envs * args.num_steps
-    minibatch_size = batch_size // args.num_minibatches
-    num_iterations = args.total_timesteps // batch_size
-    run = Run(args, num_iterations * batch_size)
+# ---------------------------------------------------------------- many processes, one model (torchrun)
+#
+# torchrun starts K copies of this script and tells each its place (WORLD_SIZE = K, RANK, LOCAL_RANK,
+# LOCAL_WORLD_SIZE). Each plays its own --num-envs games and collects its own rollout; before every optimizer
+# step the K minibatch gradients are averaged, so that all K take the same step and their networks stay equal.
+# Without torchrun (no WORLD_SIZE) every function here returns at once and no process group exists.
 
-    envs = make_envs(args.env_id, args.num_envs)
+
+@dataclass
+class Processes:
+    """This process's place among the K processes that train one model: rank r of K; 0 of 1 alone."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1  # processes on this machine (torchrun's --nproc-per-node)
+    timeout: float = 300.0
+
+
+def torchrun_processes(dist_timeout: float) -> Processes:
+    """Read torchrun's variables; one process of one without them."""
+    if "WORLD_SIZE" not in os.environ:
+        return Processes(timeout=dist_timeout)
+    env = {name: int(os.environ.get(name, default)) for name, default in [("RANK", 0), ("LOCAL_RANK", 0)]}
+    size = int(os.environ["WORLD_SIZE"])
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", size))
+    return Processes(env["RANK"], size, env["LOCAL_RANK"], local_size, dist_timeout)
+
+
+def check_gpus(cuda: bool, procs: Processes) -> None:
+    """With --cuda and GPUs, each process of this machine needs one of its own (NCCL refuses to share one).
+    Without any GPU --cuda means what it means for one process: the CPU."""
+    if procs.size > 1 and cuda and torch.cuda.is_available() and torch.cuda.device_count() < procs.local_size:
+        fail(
+            f"--cuda: {procs.local_size} processes on this machine but {torch.cuda.device_count()} GPU(s) visible; "
+            f"start torchrun with --nproc-per-node {torch.cuda.device_count()}, or use --no-cuda"
+        )
+
+
+def join_process_group(args: Args, procs: Processes) -> torch.device:
+    """The device of this process; under torchrun, also join the others (NCCL on GPUs, gloo on CPUs)."""
+    if procs.size == 1:
+        return pick_device(args.cuda)
+    device = pick_device(args.cuda)
+    if device.type == "cuda":
+        device = torch.device("cuda", procs.local_rank)
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    # the timeout bounds the wait for the others: joining, and every exchange below; a process that dies or
+    # hangs ends the rest with one line after it at the latest (at once, mostly: gloo sees the socket close)
+    try:
+        dist.init_process_group(backend, timeout=timedelta(seconds=procs.timeout))
+        # a first exchange: returns once all K are there, or fails after --dist-timeout
+        collective(procs, "joining", dist.barrier)
+    except (RuntimeError, ValueError) as e:  # ValueError: torchrun's variables incomplete (a launch by hand)
+        fail(f"process group: rank {procs.rank} of {procs.size} could not join the others: {one_line(e)}; stopping")
+    return device
+
+
+def one_line(e: Exception) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def collective(procs: Processes, what: str, fn: Callable, *args, **kwargs):
+    """Run one exchange with the other processes; if one of them is gone, or does not answer within
+    --dist-timeout, stop this one too with one line (and no traceback), never wait forever."""
+    try:
+        return fn(*args, **kwargs)
+    except RuntimeError as e:  # gloo and NCCL errors, DistBackendError and DistNetworkError are RuntimeErrors
+        fail(
+            f"process group: {what} failed on rank {procs.rank} of {procs.size}: another process is gone or did "
+            f"not answer within --dist-timeout {procs.timeout:g} s ({one_line(e)}); stopping"
+        )
+
+
+def flat_all_reduce(tensors: list[torch.Tensor], procs: Processes, what: str) -> None:
+    """Replace each tensor by its mean over the K processes, in one exchange of one flat buffer."""
+    if procs.size == 1:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    collective(procs, what, dist.all_reduce, flat)  # SUM (gloo has no AVG)
+    flat /= procs.size
+    for t, chunk in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
+        t.copy_(chunk.view_as(t))  # copy_ writes into the tensor's own layout (channels_last weights too)
+
+
+def average_gradients(params: list[nn.Parameter], procs: Processes) -> None:
+    """After backward, before the clip and the optimizer step: each gradient becomes its mean over the K.
+
+    lecture: the gradient estimate is a mean over the samples of the minibatch, so for K processes with B
+        samples each,  grad (1/(K B)) sum_k sum_b l_kb = (1/K) sum_k grad (1/B) sum_b l_kb :
+    the mean of the K minibatch gradients is the gradient of the objective on their union, a K-times larger
+    minibatch; the K processes take the step one process would take on K B samples. The gradient-norm clip
+    then acts on this averaged (global) gradient, as for one process.
+
+    Why one flat all-reduce and not DistributedDataParallel: one code path for 1 and K processes, no wrapper
+    (state_dict keys, checkpoints and --save-model files stay as they are) and the rollout's forward passes
+    untouched. DDP's gain, overlapping bucketed all-reduces with the backward pass, is small here: the whole
+    gradient is 1.69M floats (6.7 MB), one or two of DDP's buckets, and the backward of four layers is short.
+    Identical gradients into identical Adam states keep the parameters bit-identical on every process.
+    """
+    flat_all_reduce([p.grad for p in params], procs, "the gradient all-reduce")
+
+
+def broadcast_parameters(module: nn.Module, procs: Processes) -> None:
+    """Every process starts from rank 0's parameters (each one's own initialization is overwritten)."""
+    if procs.size == 1:
+        return
+    params = list(module.parameters())
+    with torch.no_grad():
+        flat = torch.cat([p.reshape(-1) for p in params])
+        collective(procs, "the parameter broadcast", dist.broadcast, flat, src=0)
+        for p, chunk in zip(params, flat.split([p.numel() for p in params]), strict=True):
+            p.copy_(chunk.view_as(p))
+
+
+def gather_games(games: list[tuple[int, float, int]], procs: Processes) -> list[tuple[int, float, int]]:
+    """The games (step, score, length) that ended in this iteration on any of the K processes, by step; one
+    exchange per iteration (not per step). Every process gets them: each Run sees the same scores."""
+    if procs.size == 1:
+        return games
+    everyone = [None] * procs.size
+    collective(procs, "gathering the episodic returns", dist.all_gather_object, everyone, games)
+    return sorted((game for rank_games in everyone for game in rank_games), key=lambda game: game[0])
+
+
+def agree_on_signal(run: Run, procs: Processes, device: torch.device) -> None:
+    """Once per iteration: stop if any process got SIGINT or SIGTERM, all at the same iteration (torchrun
+    forwards its signal to every process, a scheduler may signal only some). Rank 0 then writes the checkpoint
+    and every process exits with 128 + signal."""
+    if procs.size == 1:
+        return
+    flag = torch.tensor([run.signal], device=device)
+    collective(procs, "agreeing on a stop", dist.all_reduce, flag, op=dist.ReduceOp.MAX)
+    run.signal = int(flag.item())
+
+
+def leave_process_group(procs: Processes) -> None:
+    if procs.size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def train(args: Args) -> str | None:
+    """Collect num_steps x num_envs transitions, compute GAE, optimize L^CLIP for update_epochs epochs
+    of shuffled minibatches; repeat. Returns the run folder (None on the processes other than rank 0)."""
+    check_args(args)
+    procs = torchrun_processes(args.dist_timeout)
+    batch_size = args.num_envs * args.num_steps  # this process's batch; the K processes' batch is K times it
+    minibatch_size = batch_size // args.num_minibatches
+    # global_step and --total-timesteps count the steps of all K processes: K x num_envs per step
+    global_batch = procs.size * batch_size
+    num_iterations = args.total_timesteps // global_batch
+    if num_iterations == 0:
+        fail(
+            f"--total-timesteps {args.total_timesteps} is less than one batch of the {procs.size} processes "
+            f"({global_batch}); raise it"
+        )
+    check_gpus(args.cuda, procs)
+    # each process draws its own actions and minibatches (seed + rank); the parameters start equal (broadcast)
+    seed_everything(args.seed + procs.rank, args.torch_deterministic)
+    device = join_process_group(args, procs)
+    run = Run(args, num_iterations * global_batch, writer=procs.rank == 0)
+
+    envs = make_envs(args.env_id, args.num_envs, (os.cpu_count() or 1) // procs.local_size or 1)
     num_actions = envs.single_action_space.n
     agent = Agent(num_actions).to(device, memory_format=torch.channels_last)
     # impl detail: Adam eps 1e-5 instead of 1e-8 (Huang et al. 2022, detail 3)
@@ -672,7 +833,8 @@ def train(args: Args) -> str:
     terminations = np.zeros((T, N), dtype=np.float32)
     truncations = np.zeros((T, N), dtype=np.float32)
 
-    next_obs_np, info = envs.reset(seed=run.env_seed(args.seed))
+    # sub-env i of process r: seed + r * num_envs + i, distinct over all processes
+    next_obs_np, info = envs.reset(seed=run.env_seed(args.seed) + procs.rank * N)
     lives = info["lives"]
     game_return = np.zeros(N)  # raw score of each env's current game (all lives)
     game_length = np.zeros(N, dtype=np.int64)
@@ -682,23 +844,30 @@ def train(args: Args) -> str:
         model = {"model": agent.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
         return model | {"optimizer": optimizer.state_dict()}
 
-    if (state := run.resume()) is not None:
+    # Run.resume() prints its line on every process; rank 0's is enough
+    with contextlib.redirect_stdout(io.StringIO()) if procs.rank > 0 else contextlib.nullcontext():
+        state = run.resume()
+    if state is not None:
         agent.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         global_step = state["global_step"]
-    for iteration in range(global_step // batch_size + 1, num_iterations + 1):
+        if procs.rank > 0:  # resume() gave every process rank 0's generators: draw other numbers again
+            seed_everything(args.seed + procs.rank + global_step, args.torch_deterministic)
+    broadcast_parameters(agent, procs)
+    for iteration in range(global_step // global_batch + 1, num_iterations + 1):
         if args.anneal_lr:
             # impl detail: linear learning-rate annealing to 0 (Huang et al. 2022, detail 4)
             optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
 
         # ---- act and observe: one rollout of T steps in N envs, with pi_theta_old ----
+        games = []  # (step, score, length) of the games that end in this rollout
         with torch.inference_mode():
             for step in range(T):
                 obs[step] = torch.from_numpy(next_obs_np).to(device, non_blocking=True)
                 logits, values[step] = agent(obs[step])
                 actions[step], logprobs[step] = sample_actions(logits)
                 next_obs_np, reward, terminated, truncated, info = envs.step(actions[step].cpu().numpy())
-                global_step += N
+                global_step += procs.size * N  # the K processes step in lockstep, one rollout per iteration
                 # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
                 rewards[step] = np.sign(reward)
                 terminations[step], truncations[step] = terminated, truncated
@@ -712,11 +881,7 @@ def train(args: Args) -> str:
                         agent(torch.from_numpy(info["final_obs"]).to(device))[1],
                         0.0,
                     )
-                for i in np.flatnonzero(game_over):
-                    run.log(
-                        global_step,
-                        {"charts/episodic_return": game_return[i], "charts/episodic_length": game_length[i]},
-                    )
+                games += [(global_step, game_return[i], game_length[i]) for i in np.flatnonzero(game_over)]
                 game_return[game_over] = 0
                 game_length[game_over] = 0
             next_value = agent(torch.from_numpy(next_obs_np).to(device))[1]
@@ -730,6 +895,8 @@ def train(args: Args) -> str:
             next_values = torch.where(truncations_t.bool(), final_values, next_values)
             advantages = gae(rewards_t, values, next_values, terminations_t, truncations_t, args.gamma, args.gae_lambda)
             returns = advantages + values  # targets for V: lambda-returns
+        for game_step, score, length in gather_games(games, procs):  # every process's games, logged by rank 0
+            run.log(game_step, {"charts/episodic_return": score, "charts/episodic_length": length})
 
         # ---- learn: K epochs of shuffled minibatches on the clipped surrogate ----
         b_obs = obs.reshape(batch_size, *obs.shape[2:])
@@ -757,6 +924,8 @@ def train(args: Args) -> str:
                 mb_advantages = b_advantages[mb]
                 if args.norm_adv:
                     # impl detail: per-minibatch advantage normalization (Huang et al. 2022, detail 7)
+                    # deviation: with K processes, over this process's part of the K minibatches (as CleanRL's
+                    # ppo_atari_multigpu.py), not over their union: it needs no exchange of statistics
                     mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
                 pg_loss = clipped_surrogate(ratio, mb_advantages, args.clip_coef)
 
@@ -772,30 +941,43 @@ def train(args: Args) -> str:
                 loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                average_gradients(list(agent.parameters()), procs)  # K processes: the mean of their gradients
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                 optimizer.step()
-            if args.target_kl is not None and approx_kl > args.target_kl:
-                break
+            if args.target_kl is not None:
+                # K processes stop the epochs together (or their exchanges would no longer pair up): on the KL
+                # of the K minibatches, the mean of theirs
+                flat_all_reduce([approx_kl], procs, "the KL all-reduce")
+                if approx_kl > args.target_kl:
+                    break
 
         # how much of the returns' variance the baseline explains (1: all, 0: none)
         explained_var = 1 - (b_returns - b_values).var() / b_returns.var().clamp(min=1e-8)
+        # with K processes: the mean over the K of each one's last minibatch (explained variance: of its batch);
+        # every process logs the same numbers, so the non-finite guard stops all of them at the same step
+        losses = torch.stack([v_loss, pg_loss, entropy, old_approx_kl, approx_kl, torch.stack(clipfracs).mean()])
+        losses = torch.cat([losses.detach(), explained_var.detach().reshape(1)])
+        flat_all_reduce([losses], procs, "the loss all-reduce")
+        names = ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "explained_variance"]
         run.log(
             global_step,
-            {
-                "charts/learning_rate": optimizer.param_groups[0]["lr"],
-                "losses/value_loss": v_loss.item(),
-                "losses/policy_loss": pg_loss.item(),
-                "losses/entropy": entropy.item(),
-                "losses/old_approx_kl": old_approx_kl.item(),
-                "losses/approx_kl": approx_kl.item(),
-                "losses/clipfrac": torch.stack(clipfracs).mean().item(),
-                "losses/explained_variance": explained_var.item(),
-                "charts/SPS": run.sps(global_step),
-            },
+            {"charts/learning_rate": optimizer.param_groups[0]["lr"]}
+            | {f"losses/{name}": value for name, value in zip(names, losses.tolist(), strict=True)}
+            | {"charts/SPS": run.sps(global_step)},
         )
+        # signals wait while the processes agree and rank 0 checkpoints: one arriving in between would stop
+        # this process alone, one step earlier than the others
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if procs.size > 1 else None
+        agree_on_signal(run, procs, device)
         run.step_done(global_step, checkpoint)
+        if blocked is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     envs.close()
     run.step_done(global_step, checkpoint, final=True)
+    leave_process_group(procs)
+    if procs.rank > 0:  # rank 0 alone saves the model and evaluates it
+        run.close()
+        return None
 
     if args.save_model:
         path = os.path.join(run.dir, f"{args.exp_name}.pt")
