@@ -154,13 +154,13 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
-def pick_device(cuda: bool) -> torch.device:
+def pick_device(cuda: bool, say: bool = True) -> torch.device:
     """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line."""
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        print(f"device: {torch.cuda.get_device_name(device)} (cuda)", flush=True)
-    else:  # CPU kernels of another SIMD width round differently: a seeded run is reproducible on the same kind only
-        print(f"device: cpu ({torch.backends.cpu.get_cpu_capability()} kernels)", flush=True)
+    # CPU kernels of another SIMD width round differently: a seeded run is reproducible on the same kind only
+    kind = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
+    if say:
+        print(f"device: {device.type} ({kind}{' kernels' if device.type == 'cpu' else ''})", flush=True)
     return device
 
 
@@ -187,7 +187,7 @@ def wandb_mode() -> str:
 # flags a resumed run may change; every other flag shapes the run and must match the saved one
 CAN_CHANGE_ON_RESUME = {"resume", "total_timesteps", "checkpoint_every", "checkpoint_replay", "cuda", "buffer_device"}
 CAN_CHANGE_ON_RESUME |= {"torch_deterministic", "track", "wandb_project_name", "wandb_entity", "capture_video"}
-CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard"}
+CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard", "dist_timeout"}
 
 
 def resume_defaults(args):
@@ -332,7 +332,8 @@ class Run:
         for a new run. Call it last before the loop, after everything that draws random numbers at the start."""
         if self.state is not None:
             set_rng_states(self.state["rng"])
-            print(f"resumed {self.dir} at step {self.start_step:,}", flush=True)
+            if self.writer:
+                print(f"resumed {self.dir} at step {self.start_step:,}", flush=True)
         return self.state
 
     def env_seed(self, seed: int) -> int:

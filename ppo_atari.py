@@ -33,10 +33,8 @@ Deliberate departures from the paper (all from CleanRL / Huang et al. 2022, so r
   the logged episodic_return is the raw score of the whole game, what papers report.
 """
 
-import contextlib
 import csv
 import difflib
-import io
 import json
 import math
 import os
@@ -151,13 +149,13 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
-def pick_device(cuda: bool) -> torch.device:
+def pick_device(cuda: bool, say: bool = True) -> torch.device:
     """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line."""
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        print(f"device: {torch.cuda.get_device_name(device)} (cuda)", flush=True)
-    else:  # CPU kernels of another SIMD width round differently: a seeded run is reproducible on the same kind only
-        print(f"device: cpu ({torch.backends.cpu.get_cpu_capability()} kernels)", flush=True)
+    # CPU kernels of another SIMD width round differently: a seeded run is reproducible on the same kind only
+    kind = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
+    if say:
+        print(f"device: {device.type} ({kind}{' kernels' if device.type == 'cpu' else ''})", flush=True)
     return device
 
 
@@ -184,7 +182,7 @@ def wandb_mode() -> str:
 # flags a resumed run may change; every other flag shapes the run and must match the saved one
 CAN_CHANGE_ON_RESUME = {"resume", "total_timesteps", "checkpoint_every", "checkpoint_replay", "cuda", "buffer_device"}
 CAN_CHANGE_ON_RESUME |= {"torch_deterministic", "track", "wandb_project_name", "wandb_entity", "capture_video"}
-CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard"}
+CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard", "dist_timeout"}
 
 
 def resume_defaults(args):
@@ -329,7 +327,8 @@ class Run:
         for a new run. Call it last before the loop, after everything that draws random numbers at the start."""
         if self.state is not None:
             set_rng_states(self.state["rng"])
-            print(f"resumed {self.dir} at step {self.start_step:,}", flush=True)
+            if self.writer:
+                print(f"resumed {self.dir} at step {self.start_step:,}", flush=True)
         return self.state
 
     def env_seed(self, seed: int) -> int:
@@ -695,7 +694,7 @@ def join_process_group(args: Args, procs: Processes) -> torch.device:
     """The device of this process; under torchrun, also join the others (NCCL on GPUs, gloo on CPUs)."""
     if procs.size == 1:
         return pick_device(args.cuda)
-    device = pick_device(args.cuda)
+    device = pick_device(args.cuda, say=procs.rank == 0)  # the first line, once
     if device.type == "cuda":
         device = torch.device("cuda", procs.local_rank)
         torch.cuda.set_device(device)
@@ -844,10 +843,7 @@ def train(args: Args) -> str | None:
         model = {"model": agent.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
         return model | {"optimizer": optimizer.state_dict()}
 
-    # Run.resume() prints its line on every process; rank 0's is enough
-    with contextlib.redirect_stdout(io.StringIO()) if procs.rank > 0 else contextlib.nullcontext():
-        state = run.resume()
-    if state is not None:
+    if (state := run.resume()) is not None:
         agent.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         global_step = state["global_step"]

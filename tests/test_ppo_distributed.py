@@ -292,7 +292,7 @@ def test_a_rendezvous_that_never_completes_fails_in_one_line(in_tmp):
     out, err = rank0.communicate(timeout=60)
     assert rank0.returncode == 1 and time.time() - start < 40
     assert re.fullmatch(r"error: process group: rank 0 of 2 could not join the others: .+; stopping\n", err), err
-    assert out == "" and not os.path.exists("runs")
+    assert out.startswith("device: ") and out.count("\n") == 1 and not os.path.exists("runs")  # its first line only
 
 
 # ---------------------------------------------------------------- before training: one line, nothing written
