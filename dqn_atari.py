@@ -750,7 +750,8 @@ def epsilon_greedy(q_net: QNetwork, obs: np.ndarray, epsilon: float, rng: np.ran
 
 
 def td_target(rewards: torch.Tensor, terminations: torch.Tensor, next_q_target: torch.Tensor, gamma: float):
-    """y = r + gamma (1 - terminated) max_a' Q_theta'(s', a'), next_q_target = Q_theta'(s', .) [B, A].
+    """y = r + gamma (1 - terminated) max_a' Q_theta'(s', a'), next_q_target = Q_theta'(s', .) [B, A]: the
+    Q-learning target with the frozen theta', for the loss l(s, a, r, s') = (y - Q_theta(s, a))^2.
 
     No bootstrap through a termination: there is no s' to value. A truncation (the time limit) is not
     a termination, and s' is then the final observation of the cut game, which is bootstrapped."""

@@ -615,7 +615,8 @@ def gae(rewards, values, next_values, terminations, truncations, gamma: float, g
 
 
 def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
-    """The policy loss -L^CLIP = -E[min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t)].
+    """The policy loss -L^CLIP = -E[min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t)], with the likelihood ratio
+    r_t(theta) = pi_theta(a_t | s_t) / pi_theta_old(a_t | s_t) (ratio [B], computed in log space by the caller).
 
     Why clipping replaces TRPO's line search: the min takes the pessimistic of the two terms, so once
     r_t leaves [1 - eps, 1 + eps] in the direction that would increase the objective the gradient is

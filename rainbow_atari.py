@@ -642,7 +642,8 @@ class NoisyLinear(nn.Module):
 
 class RainbowNetwork(nn.Module):
     """Stacked frames in; per action the logits of the return distribution on the atoms (K = n_atoms), or
-    Q itself (K = 1) without distributional RL. The linear layers are noisy with noisy nets."""
+    Q itself (K = 1) without distributional RL. The linear layers are noisy with noisy nets.
+    3. dueling: Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a'), per atom (the mean makes V and A identifiable)."""
 
     def __init__(self, frames: int, num_actions: int, network: str, dueling: bool, distributional: bool,
                  n_atoms: int, v_min: float, v_max: float, noisy: bool, sigma0: float):  # fmt: skip
@@ -906,7 +907,8 @@ def project_distribution(returns, discounts, next_probs: torch.Tensor, support: 
 
 
 def rainbow_loss(q_net, target_net, obs, actions, returns, discounts, next_obs, double: bool):
-    """Per-transition losses of a minibatch and the errors that set their new priorities, for C51 or scalar Q."""
+    """Per-transition losses of a minibatch and the errors that set their new priorities, for C51 or scalar Q.
+    1. double Q-learning: a* = argmax_a' Q_theta(s', a') picks with the online net, Q_theta'(s', a*) values it."""
     rows = torch.arange(len(actions), device=actions.device)
     out = q_net(obs)[rows, actions]  # [B, K]: the logits of Z_theta(s_t, a_t), or Q_theta(s_t, a_t)
     with torch.no_grad():

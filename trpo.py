@@ -751,7 +751,11 @@ def line_search(
 
 def update_policy(agent: Agent, obs, actions, advantages, args: Args) -> dict[str, float]:
     """One TRPO step on a batch (obs [B, D], actions [B] or [B, A], advantages [B]): CG for the direction,
-    the largest step in the quadratic model, then the line search. Returns what it did, for the log."""
+    the largest step in the quadratic model, then the line search. Returns what it did, for the log.
+
+        maximize  L(theta) = E[ pi_theta(a|s) / pi_theta_old(a|s) A(s, a) ]
+        subject to  KL(pi_old || pi_theta) <= delta
+    """
     policy_params = agent.policy_params()
     with torch.no_grad():
         old_out = agent.actor(agent.normalize(obs))  # pi_old(.|s): logits or means [B, A]

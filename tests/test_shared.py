@@ -142,3 +142,32 @@ def test_the_math_runs_on_the_inputs_device(name, function):
     out = MATH[name][function](importlib.import_module(name))
     for tensor in out if isinstance(out, tuple) else (out,):
         assert tensor.device.type == "meta"
+
+
+# ---------------------------------------------------------------- the README's lecture index cannot rot
+
+
+def lecture_index():
+    """Rows (lecture, formula, script, function) of the README's table under "The lecture, formula by formula"."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    section = readme.split("## The lecture, formula by formula", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| lecture")]
+    cells = [[c.strip().strip("`").replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rows]
+    return [tuple(c) for c in cells]
+
+
+def squeeze(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_the_lecture_index_covers_every_script():
+    index = lecture_index()
+    assert len(index) >= 20 and {script for _, _, script, _ in index} == {os.path.basename(p) for p in SCRIPTS}
+
+
+@pytest.mark.parametrize("lecture,formula,script,function", lecture_index())
+def test_each_indexed_function_carries_its_formula(lecture, formula, script, function):
+    tree = ast.parse(open(os.path.join(ROOT, script)).read())
+    found = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef) and n.name == function]
+    assert found, f"{script} has no top-level {function} ({lecture})"
+    assert squeeze(formula) in squeeze(ast.get_docstring(found[0]) or ""), f"{script}:{function} lacks {formula!r}"
