@@ -97,7 +97,8 @@ class Args:
     dist_timeout: float = 300.0
     """under torchrun: seconds to wait for the other processes (joining, each exchange) before stopping with an error"""
 
-    # Algorithm: defaults of CleanRL's ppo_atari.py (= Schulman et al. 2017, Table 5, and Huang et al. 2022)
+    # Algorithm: the defaults of CleanRL's ppo_atari.py (from OpenAI baselines' Atari PPO2; Huang et al. 2022). The
+    # paper's Atari table (Schulman et al. 2017, Table 5) differs: 3 epochs, c1 = 1, lr and epsilon annealed
     num_envs: int = 8
     """parallel game instances"""
     num_steps: int = 128
@@ -109,7 +110,7 @@ class Args:
     learning_rate: float = 2.5e-4
     """Adam step size alpha (annealed linearly to 0 unless --no-anneal-lr)"""
     anneal_lr: bool = True
-    """anneal the learning rate linearly to 0 over training"""
+    """anneal the learning rate linearly: lr (1 - (i - 1) / I) at iteration i of I, lr / I at the last"""
     gamma: float = 0.99
     """discount factor gamma"""
     gae_lambda: float = 0.95
@@ -853,7 +854,7 @@ def train(args: Args) -> str | None:
     broadcast_parameters(agent, procs)
     for iteration in range(global_step // global_batch + 1, num_iterations + 1):
         if args.anneal_lr:
-            # impl detail: linear learning-rate annealing to 0 (Huang et al. 2022, detail 4)
+            # impl detail: linear learning-rate annealing, to lr / I at the last iteration (Huang et al. 2022, detail 4)
             optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
 
         # ---- act and observe: one rollout of T steps in N envs, with pi_theta_old ----

@@ -15,7 +15,7 @@ minibatches from a replay memory, with a frozen target theta'. Rainbow adds, in 
    p_i(s, a), with Q(s, a) = sum_i z_i p_i(s, a); learn it by the cross-entropy to the projected Bellman target.
 6. Noisy nets (--no-noisy): linear layers y = (mu_w + sigma_w * eps_w) x + mu_b + sigma_b * eps_b with learned
    sigma explore in place of epsilon-greedy.
-All together: minimize sum_i w_i * (-sum_j (Phi T Z)_j log p_j(s_t, a_t)), the target distribution
+All together: minimize (1/B) sum_i w_i * (-sum_j (Phi T Z)_j log p_j(s_t, a_t)), a mean over the minibatch, with
 T Z = R_t^(n) + gamma^n Z_theta'(s_{t+n}, argmax_a' Q_theta(s_{t+n}, a')) projected (Phi) on the atoms.
 
 Papers: Hessel et al. 2018, "Rainbow: Combining Improvements in Deep Reinforcement Learning"; van Hasselt et al.
@@ -170,7 +170,8 @@ class Args:
 
 # Data-Efficient Rainbow (van Hasselt et al. 2019) for the Atari-100k benchmark: one update per step,
 # n = 20, a smaller network, an earlier start and faster target updates. Everything not named here as in Rainbow.
-# The memory holds the whole run (buffer 100k): nothing is ever overwritten.
+# The memory holds nearly the whole run (buffer 100k): only its first slots are overwritten, one for each game that
+# ended (a game's final observation takes a slot of its own).
 DER_PRESET = dict(total_timesteps=100_000, buffer_size=100_000, learning_rate=1e-4, learning_starts=1_600)
 DER_PRESET.update(train_frequency=1, target_network_frequency=2_000, network="der", n_step=20, sigma0=0.1)
 NETWORK_FLAGS = ("network", "dueling", "distributional", "n_atoms", "v_min", "v_max", "noisy", "sigma0")

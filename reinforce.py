@@ -9,7 +9,7 @@ whose gradient is estimated from whole episodes played with pi_theta itself (d i
 
 Subtracting a baseline r_base(s_k) that does not depend on a_k leaves the expectation unchanged,
 E[grad log pi_theta(a|s) b(s)] = b(s) grad sum_a pi_theta(a|s) = 0, and removes variance:
-`--baseline none`, `mean` (the batch's average reward-to-go at the same step k) or `value` (a learned
+`--baseline none`, `mean` (the mean reward-to-go of the batch's other episodes at step k) or `value` (a learned
 V(s) regressed on the rewards-to-go). An episode cut by a time limit did not end: its reward-to-go is
 completed with gamma^{d-k+1} V(s_{d+1}), so V is fitted with every baseline.
 
@@ -100,7 +100,7 @@ class Args:
     gamma: float = 0.99
     """discount factor gamma"""
     baseline: Literal["none", "mean", "value"] = "value"
-    """r_base(s_k): none (0), mean (the batch's mean reward-to-go at step k), value (learned V(s))"""
+    """r_base(s_k): none (0), mean (the mean reward-to-go of the batch's other episodes at step k), value (V(s))"""
     discount_gradient: bool = True
     """weight step k by gamma^k, as the lecture's formula does (off: drop it, as most code does)"""
     normalize_obs: bool = False

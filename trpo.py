@@ -8,9 +8,10 @@ bound delta on the KL, and backtracks until the *measured* KL is within delta an
     subject to      KL(theta) = E_s[ D_KL(pi_theta_old(.|s) || pi_theta(.|s)) ] <= delta
 
 1. g = grad L(theta_old) is the policy gradient (the ratio is 1 at theta_old), and KL ~ 1/2 dtheta^T F dtheta;
-2. s = F^{-1} g by conjugate gradient on Fisher-vector products F v (F is never formed);
-3. the largest step along s inside the quadratic model: beta = sqrt(2 delta / (s^T F s)) (natural_pg's step);
-4. line search: theta = theta_old + alpha^j beta s for j = 0, 1, ..., the first whose measured KL <= delta and
+2. u = (F + damping I)^{-1} g by conjugate gradient on Fisher-vector products (F is never formed; damped, as F
+   from a batch is singular): the lecture's u = F^{-1} grad U, named u as in natural_pg.py;
+3. the largest step along u inside the (damped) quadratic model: beta = sqrt(2 delta / (u^T (F + damping I) u));
+4. line search: theta = theta_old + alpha^j beta u for j = 0, 1, ..., the first whose measured KL <= delta and
    whose L(theta) > L(theta_old); if none, theta stays theta_old.
 A(s, a) is the reward-to-go minus the baseline V(s), estimated by GAE(lambda) with a learned V.
 
@@ -102,9 +103,9 @@ class Args:
     max_kl: float = 0.01
     """delta: the bound on the mean KL(pi_old || pi_theta) over the batch's states"""
     cg_iters: int = 25
-    """conjugate-gradient iterations for s = F^{-1} g (Spinning Up: 10, sb3-contrib: 15)"""
+    """conjugate-gradient iterations for u = F^{-1} g (the RL Zoo's MuJoCo set: 25; sb3-contrib's default 15)"""
     damping: float = 0.1
-    """solve (F + damping I) s = g"""
+    """solve (F + damping I) u = g"""
     backtrack_coef: float = 0.8
     """alpha: each backtracking try shrinks the step by this factor"""
     backtrack_iters: int = 10
@@ -774,10 +775,10 @@ def update_policy(agent: Agent, obs, actions, advantages, args: Args) -> dict[st
     # impl detail: F + damping I (the paper's code; Spinning Up and SB3: 0.1); F from a batch is singular
     kl_grad = flat_grad(kl, policy_params, create_graph=True)
     fvp = partial(fisher_vector_product, kl_grad, policy_params, damping=args.damping)  # v -> (F + damping I) v
-    # lecture: s = F^{-1} g, the natural gradient direction, by conjugate gradient
-    s = conjugate_gradient(fvp, g, args.cg_iters)
-    # lecture: the largest step along s with 1/2 dtheta^T F dtheta = delta: beta = sqrt(2 delta / (s^T F s))
-    full_step = torch.sqrt(2 * args.max_kl / (s @ fvp(s))) * s
+    # lecture: u = F^{-1} g, the natural gradient direction (here of the damped F), by conjugate gradient
+    u = conjugate_gradient(fvp, g, args.cg_iters)
+    # lecture: the largest step along u with 1/2 dtheta^T F dtheta = delta: beta = sqrt(2 delta / (u^T F u))
+    full_step = torch.sqrt(2 * args.max_kl / (u @ fvp(u))) * u
 
     def set_and_evaluate(theta: torch.Tensor) -> tuple[float, float]:
         nn.utils.vector_to_parameters(theta, policy_params)
