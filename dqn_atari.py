@@ -135,6 +135,347 @@ class Args:
     """epsilon of the epsilon-greedy policy during evaluation (Mnih et al. 2015)"""
 
 
+def atari_game(env_id: str) -> tuple[str, float]:
+    """Map a gymnasium Atari id to (ROM name, sticky-action probability), or fail with close matches."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    # NoFrameskip-v4 (frameskip 1) and v5 (frameskip 4) ids; v4 without NoFrameskip skips 2-4 frames at random
+    ids = [
+        i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
+    ]
+    if env_id in gym.registry and gym.spec(env_id).entry_point != "ale_py.env:AtariEnv":
+        fail(f"{env_id} is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it ({SCRIPT} plays Atari)")
+    if env_id not in ids:
+        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
+        fail(f"unknown Atari env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    kwargs = gym.spec(env_id).kwargs
+    return kwargs["game"], kwargs["repeat_action_probability"]
+
+
+def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
+    """The DeepMind preprocessing (Mnih et al. 2015; Machado et al. 2018), done in ale-py's C++ threads:
+    up to 30 no-ops at reset, FIRE at reset, 4 frames per step max-pooled over the last two, 84x84
+    grayscale, 4-frame stack, 108k-frame time limit. A life loss returns terminated=True and the game
+    goes on (life_loss_info; episodic_life would restart the game). Rewards come back raw: the script
+    logs the real score and clips for learning. SameStep autoreset: a game over returns the next
+    game's first observation at once, so every step returned is a real transition."""
+    game, sticky = atari_game(env_id)
+    return AtariVectorEnv(
+        game,
+        num_envs,
+        repeat_action_probability=sticky,
+        noop_max=30,
+        use_fire_reset=True,
+        episodic_life=False,
+        life_loss_info=True,
+        reward_clipping=False,
+        autoreset_mode="SameStep",
+        # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
+        num_threads=min(num_envs, os.cpu_count() or 1),
+    )
+
+
+def is_game_over(
+    terminated: np.ndarray, truncated: np.ndarray, lives: np.ndarray, prev_lives: np.ndarray
+) -> np.ndarray:
+    """Which envs finished a whole game this step. A termination is a life loss or the game's end; at
+    the end the env has already reset (SameStep) and lives jump back up, so a game is over when a
+    termination comes without lives going down (or the time limit cut it)."""
+    return truncated | (terminated & (lives >= prev_lives))
+
+
+class QNetwork(nn.Module):
+    """The Nature-DQN network (Mnih et al. 2015): stacked frames in, one Q value per action out."""
+
+    def __init__(self, frames: int, num_actions: int):
+        super().__init__()
+        self.num_actions = num_actions
+        self.net = nn.Sequential(
+            nn.Conv2d(frames, 32, 8, stride=4),  # [B, 32, 20, 20]
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),  # [B, 64, 9, 9]
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),  # [B, 64, 7, 7]
+            nn.ReLU(),
+            nn.Flatten(),  # [B, 3136]
+            nn.Linear(64 * 7 * 7, 512),
+            nn.ReLU(),
+            nn.Linear(512, num_actions),  # [B, A]
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """uint8 frames [B, 4, 84, 84] -> Q_theta(s, .) [B, A]."""
+        # channels_last (NHWC) convolutions: faster on CPU (see ppo_atari.py); scale to [0, 1] in place
+        return self.net(obs.contiguous(memory_format=torch.channels_last).float().mul_(1.0 / 255.0))
+
+
+class ReplayMemory:
+    """The replay memory D of experience tuples (s, a, r, s'), one 84x84 frame per step.
+
+    An observation is a stack of the last 4 frames, so consecutive observations share 3 of them, and s'
+    of one step is s of the next: storing each frame once instead of s and s' (8 frames) per step takes
+    1M transitions from 56 GB down to 7.1 GB. Each env writes its own ring of slots: slot i holds the
+    newest frame of an observation, and the action, clipped reward and termination of the step taken
+    from it. s is rebuilt from slots i-3..i and s' from slots i-2..i+1; frames from before the game's
+    first observation are zero, as the env's own stack is after a reset, so that a rebuilt stack equals
+    bit for bit what the env returned and never mixes two games. A life loss terminates (no bootstrap)
+    but the game and its stack go on. At a game's end (a termination on the last life, or a time-limit
+    truncation) the env has already reset (SameStep): the game's final observation from
+    info["final_obs"] takes one extra slot, marked `last` (no step starts there), and the next game
+    starts in the slot after it. A truncated step thus bootstraps from its true final observation.
+    """
+
+    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple, device: torch.device):
+        self.stack = obs_shape[0]
+        self.slots = -(-capacity // num_envs)  # slots per env
+        shape = (num_envs, self.slots)
+        # empty, not zeros: untouched pages take no RAM, so memory use grows as the ring fills
+        self.frames = torch.empty((*shape, *obs_shape[1:]), dtype=torch.uint8, device=device)
+        self.actions = torch.zeros(shape, dtype=torch.uint8, device=device)
+        self.rewards = torch.zeros(shape, dtype=torch.int8, device=device)  # sign(r) in {-1, 0, 1}
+        self.terminations = torch.zeros(shape, dtype=torch.bool, device=device)
+        # frames of the same game before this slot's, capped at stack - 1: how far back s may reach
+        self.history = torch.zeros(shape, dtype=torch.uint8, device=device)
+        self.last = torch.zeros(shape, dtype=torch.bool, device=device)  # a game's final observation
+        self.cur = torch.full((num_envs,), -1, dtype=torch.long, device=device)  # slot of each env's s
+        self.filled = torch.zeros(num_envs, dtype=torch.long, device=device)  # slots written, up to slots
+        self.env_ids = torch.arange(num_envs, device=device)
+        self.window = torch.arange(1 - self.stack, 2, device=device)  # slot offsets of s and s': [-3..1]
+        self.device = device
+
+    @staticmethod
+    def bytes_per_slot(obs_shape: tuple) -> int:
+        """One frame and 5 one-byte fields (action, reward, termination, history, last)."""
+        return int(np.prod(obs_shape[1:])) + 5
+
+    def _append(self, envs: torch.Tensor, frames: np.ndarray, history: torch.Tensor | int, last) -> None:
+        slot = (self.cur[envs] + 1) % self.slots
+        self.frames[envs, slot] = torch.from_numpy(frames).to(self.device)
+        self.history[envs, slot] = history
+        self.last[envs, slot] = last
+        self.cur[envs] = slot
+        self.filled[envs] = (self.filled[envs] + 1).clamp_(max=self.slots)
+
+    def reset(self, obs: np.ndarray) -> None:
+        """The first observation of each env's first game."""
+        self._append(self.env_ids, obs[:, -1], 0, False)
+
+    def add(self, actions, rewards, terminations, next_obs, game_over, final_obs) -> None:
+        """Store (a, sign(r), terminated) for each env's current s, then append s' (numpy arrays, [N, ...])."""
+        e, slot = self.env_ids, self.cur
+        self.actions[e, slot] = torch.from_numpy(actions.astype(np.uint8)).to(self.device)
+        self.rewards[e, slot] = torch.from_numpy(np.sign(rewards).astype(np.int8)).to(self.device)
+        self.terminations[e, slot] = torch.from_numpy(terminations).to(self.device)
+        history = (self.history[e, slot] + 1).clamp_(max=self.stack - 1)
+        if not game_over.any():
+            self._append(e, next_obs[:, -1], history, False)
+            return
+        # a game ended: s' is its final observation; the reset observation starts the next game after it
+        game_over_t = torch.from_numpy(game_over).to(self.device)
+        self._append(e, np.where(game_over[:, None, None], final_obs[:, -1], next_obs[:, -1]), history, game_over_t)
+        self._append(e[game_over_t], next_obs[game_over, -1], 0, False)
+
+    def valid(self, envs: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Slots a step starts from: s' is stored, all of s is still there, and it is not a game's end."""
+        age = (self.cur[envs] - slots) % self.slots  # 0: the current s, whose step is not taken yet
+        reach = self.history[envs, slots].long()
+        return (age >= 1) & (age + reach < self.filled[envs]) & ~self.last[envs, slots]
+
+    def sample_slots(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uniform (env, slot) pairs among the valid ones: draw from the written slots, redraw the invalid."""
+        n = len(self.env_ids)
+        envs = torch.randint(n, (batch_size,), device=self.device)
+        slots = (torch.rand(batch_size, device=self.device) * self.filled[envs]).long()
+        while not (ok := self.valid(envs, slots)).all():  # a few % of draws at most: ring ends, game ends
+            new_envs = torch.randint(n, (batch_size,), device=self.device)
+            new_slots = (torch.rand(batch_size, device=self.device) * self.filled[new_envs]).long()
+            envs, slots = torch.where(ok, envs, new_envs), torch.where(ok, slots, new_slots)
+        return envs, slots
+
+    def transitions(self, envs: torch.Tensor, slots: torch.Tensor):
+        """(s, a, r, terminated, s') at the given slots, stacks rebuilt with zeros before a game's start."""
+        # [B, 5]: slots i-3 .. i+1 of each env, as rows of the frames viewed as one [N * slots, 84, 84] ring
+        window = envs[:, None] * self.slots + (slots[:, None] + self.window) % self.slots
+        # index_select copies whole frames: 15x faster here than advanced indexing, which goes byte by byte
+        frames = self.frames.flatten(0, 1).index_select(0, window.flatten()).view(*window.shape, *self.frames.shape[2:])
+        before_start = self.window < -self.history[envs, slots, None].long()  # [B, 5]
+        frames.masked_fill_(before_start[:, :, None, None], 0)
+        obs, next_obs = frames[:, :-1], frames[:, 1:]  # [B, 4, 84, 84] each
+        actions = self.actions[envs, slots].long()
+        rewards = self.rewards[envs, slots].float()
+        return obs, actions, rewards, self.terminations[envs, slots].float(), next_obs
+
+    def sample(self, batch_size: int):
+        return self.transitions(*self.sample_slots(batch_size))
+
+    def restart(self, obs: np.ndarray) -> None:
+        """On resuming: each env's game in progress ends at its current slot, marked `last` (as a truncation whose
+        final observation is there), and the envs' new games start after it."""
+        self.last[self.env_ids, self.cur] = True
+        self.reset(obs)
+
+    FIELDS = ("actions", "rewards", "terminations", "history", "last", "cur", "filled")
+
+    def state_dict(self) -> dict:
+        """All that is written, for a checkpoint: each env's frames up to its filled slots, and the small fields."""
+        frames = [own_storage(self.frames[e, :n]) for e, n in enumerate(self.filled.tolist())]
+        return {"frames": frames} | {name: getattr(self, name) for name in self.FIELDS}
+
+    def load_state_dict(self, state: dict) -> None:
+        for e, frames in enumerate(state["frames"]):  # from a memory-mapped file: read as they are copied
+            self.frames[e, : len(frames)] = frames
+        for name in self.FIELDS:
+            getattr(self, name).copy_(state[name])
+
+
+def linear_schedule(start: float, end: float, duration: float, t: int) -> float:
+    """From start at t = 0 linearly to end at t = duration, then end (epsilon down; up as well, if asked)."""
+    return start + (end - start) * min(t / max(duration, 1), 1.0)
+
+
+def epsilon_greedy(q_net: QNetwork, obs: np.ndarray, epsilon: float, rng: np.random.Generator, device) -> np.ndarray:
+    """lecture: a <- argmax_a Q_theta(s, a) with probability 1 - epsilon, rand(A) otherwise; obs [N, 4, 84, 84]."""
+    explore = rng.random(len(obs)) < epsilon
+    actions = rng.integers(q_net.num_actions, size=len(obs))
+    if not explore.all():  # no forward pass while every env explores (the warm-up at epsilon 1)
+        with torch.inference_mode():
+            greedy = q_net(torch.from_numpy(obs).to(device)).argmax(dim=1).cpu().numpy()
+        actions = np.where(explore, actions, greedy)
+    return actions
+
+
+def td_target(rewards: torch.Tensor, terminations: torch.Tensor, next_q_target: torch.Tensor, gamma: float):
+    """y = r + gamma (1 - terminated) max_a' Q_theta'(s', a'), next_q_target = Q_theta'(s', .) [B, A]: the
+    Q-learning target with the frozen theta', for the loss l(s, a, r, s') = (y - Q_theta(s, a))^2.
+
+    No bootstrap through a termination: there is no s' to value. A truncation (the time limit) is not
+    a termination, and s' is then the final observation of the cut game, which is bootstrapped."""
+    return rewards + gamma * (1.0 - terminations) * next_q_target.max(dim=1).values
+
+
+def train(args: Args) -> str:
+    """Act epsilon-greedily, store each transition in the replay memory, and every --train-frequency
+    steps take one gradient step on a random minibatch; copy theta into theta' every
+    --target-network-frequency steps. Returns the run folder."""
+    check_args(args)
+    seed_everything(args.seed, args.torch_deterministic)
+    device, buffer_device = pick_device(args.cuda), torch.device(args.buffer_device)
+    envs = make_envs(args.env_id, args.num_envs)
+    obs_shape, num_actions = envs.single_observation_space.shape, envs.single_action_space.n
+    check_memory(args, obs_shape)
+    N = args.num_envs
+    num_iterations = args.total_timesteps // N
+    run = Run(args, num_iterations * N)
+
+    q_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
+    target_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
+    target_net.load_state_dict(q_net.state_dict())
+    target_net.requires_grad_(False)
+    # impl detail: fused Adam, one kernel for all parameters (on CPU the default loops over them, op by op)
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, fused=True)
+    memory = ReplayMemory(args.buffer_size, N, obs_shape, buffer_device)
+    rng = np.random.default_rng(args.seed)  # exploration
+
+    obs, info = envs.reset(seed=run.env_seed(args.seed))
+    lives = info["lives"]
+    game_return = np.zeros(N)  # raw score of each env's current game (all lives)
+    game_length = np.zeros(N, dtype=np.int64)
+    global_step = updates = 0
+    learning_starts = args.learning_starts
+
+    def checkpoint() -> dict:  # everything the loop needs to go on (the envs restart their games)
+        model = {"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
+        state = model | {"target": target_net.state_dict(), "optimizer": optimizer.state_dict(), "updates": updates}
+        state["exploration_rng"] = rng.bit_generator.state
+        return state | ({"replay": memory.state_dict()} if args.checkpoint_replay else {})
+
+    if (state := run.resume()) is None:
+        memory.reset(obs)
+    else:
+        q_net.load_state_dict(state["model"])
+        target_net.load_state_dict(state["target"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["exploration_rng"]
+        global_step, updates = state["global_step"], state["updates"]
+        if "replay" in state:
+            memory.load_state_dict(state.pop("replay"))
+            memory.restart(obs)
+        else:  # no replay memory saved: fill it again before learning goes on
+            memory.reset(obs)
+            learning_starts = global_step + args.learning_starts
+    for _ in range(global_step // N, num_iterations):
+        # ---- act: epsilon-greedy on Q_theta ----
+        epsilon = linear_schedule(
+            args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
+        )
+        actions = epsilon_greedy(q_net, obs, epsilon, rng, device)
+
+        # ---- observe and store the experience tuple (s, a, r, s') ----
+        next_obs, reward, terminated, truncated, info = envs.step(actions)
+        global_step += N
+        game_over = is_game_over(terminated, truncated, info["lives"], lives)
+        lives = info["lives"]
+        # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
+        memory.add(actions, reward, terminated, next_obs, game_over, info.get("final_obs"))
+        obs = next_obs
+        game_return += reward
+        game_length += 1
+        if game_over.any():
+            for i in np.flatnonzero(game_over):
+                run.log(
+                    global_step, {"charts/episodic_return": game_return[i], "charts/episodic_length": game_length[i]}
+                )
+            game_return[game_over] = 0
+            game_length[game_over] = 0
+
+        # ---- learn: one minibatch step per --train-frequency agent steps, after the warm-up ----
+        if global_step > learning_starts:
+            for _ in range(global_step // args.train_frequency - (global_step - N) // args.train_frequency):
+                obs_b, actions_b, rewards_b, terminations_b, next_obs_b = memory.sample(args.batch_size)
+                obs_b, next_obs_b = obs_b.to(device), next_obs_b.to(device)
+                # lecture: l(s, a, r, s') = (r + gamma max_a' Q_theta'(s', a') - Q_theta(s, a))^2
+                with torch.no_grad():
+                    y = td_target(rewards_b.to(device), terminations_b.to(device), target_net(next_obs_b), args.gamma)
+                q_sa = q_net(obs_b).gather(1, actions_b.to(device)[:, None]).squeeze(1)
+                # deviation: --loss huber is the Nature paper's clipping of the TD error's gradient to [-1, 1]
+                loss = F.mse_loss(q_sa, y) if args.loss == "mse" else F.smooth_l1_loss(q_sa, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                updates += 1
+                if updates % 100 == 0:  # .item() waits for the device: not at every update
+                    sps = run.sps(global_step)
+                    losses = {"losses/td_loss": loss.item(), "losses/q_values": q_sa.mean().item()}
+                    run.log(global_step, {**losses, "charts/epsilon": epsilon, "charts/SPS": sps})
+            # ---- sync: the frozen target theta' <- theta ----
+            if global_step // args.target_network_frequency != (global_step - N) // args.target_network_frequency:
+                target_net.load_state_dict(q_net.state_dict())
+        run.step_done(global_step, checkpoint)
+    envs.close()
+    run.step_done(global_step, checkpoint, final=True)
+
+    if args.save_model:
+        path = os.path.join(run.dir, f"{args.exp_name}.pt")
+        torch.save({"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}, path)
+        print(f"saved {path}")
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
+        scores = evaluate(q_net, args.env_id, args.eval_episodes, args.eval_epsilon, args.seed, device, video_dir)
+        for episode_return in scores:
+            run.log(global_step, {"eval/episodic_return": episode_return})
+        report_scores(scores, args.env_id, args.eval_epsilon == 0, "games")
+        run.log_videos(video_dir)
+    run.close()
+    return run.dir
+
+
+# ---------------------------------------------------------------- Appendix: the plumbing
+# Everything below serves the algorithm above and can be skipped on a first read: the block every script
+# shares (run folder, metrics, checkpoints, resume, signals, the non-finite guard, evaluation records), the
+# checks of the input, loading a saved model, and the evaluation.
+
+
 # --- shared: begin ---
 def fail(message: str) -> NoReturn:
     """Stop before training with a one-line error saying what was wrong and what to do."""
@@ -507,200 +848,6 @@ def load_file(path: str, mmap: bool = False):
 # --- shared: end ---
 
 
-def atari_game(env_id: str) -> tuple[str, float]:
-    """Map a gymnasium Atari id to (ROM name, sticky-action probability), or fail with close matches."""
-    import ale_py
-
-    gym.register_envs(ale_py)
-    # NoFrameskip-v4 (frameskip 1) and v5 (frameskip 4) ids; v4 without NoFrameskip skips 2-4 frames at random
-    ids = [
-        i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
-    ]
-    if env_id in gym.registry and gym.spec(env_id).entry_point != "ale_py.env:AtariEnv":
-        fail(f"{env_id} is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it ({SCRIPT} plays Atari)")
-    if env_id not in ids:
-        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
-        fail(f"unknown Atari env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-    kwargs = gym.spec(env_id).kwargs
-    return kwargs["game"], kwargs["repeat_action_probability"]
-
-
-def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
-    """The DeepMind preprocessing (Mnih et al. 2015; Machado et al. 2018), done in ale-py's C++ threads:
-    up to 30 no-ops at reset, FIRE at reset, 4 frames per step max-pooled over the last two, 84x84
-    grayscale, 4-frame stack, 108k-frame time limit. A life loss returns terminated=True and the game
-    goes on (life_loss_info; episodic_life would restart the game). Rewards come back raw: the script
-    logs the real score and clips for learning. SameStep autoreset: a game over returns the next
-    game's first observation at once, so every step returned is a real transition."""
-    game, sticky = atari_game(env_id)
-    return AtariVectorEnv(
-        game,
-        num_envs,
-        repeat_action_probability=sticky,
-        noop_max=30,
-        use_fire_reset=True,
-        episodic_life=False,
-        life_loss_info=True,
-        reward_clipping=False,
-        autoreset_mode="SameStep",
-        # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
-        num_threads=min(num_envs, os.cpu_count() or 1),
-    )
-
-
-def is_game_over(
-    terminated: np.ndarray, truncated: np.ndarray, lives: np.ndarray, prev_lives: np.ndarray
-) -> np.ndarray:
-    """Which envs finished a whole game this step. A termination is a life loss or the game's end; at
-    the end the env has already reset (SameStep) and lives jump back up, so a game is over when a
-    termination comes without lives going down (or the time limit cut it)."""
-    return truncated | (terminated & (lives >= prev_lives))
-
-
-class QNetwork(nn.Module):
-    """The Nature-DQN network (Mnih et al. 2015): stacked frames in, one Q value per action out."""
-
-    def __init__(self, frames: int, num_actions: int):
-        super().__init__()
-        self.num_actions = num_actions
-        self.net = nn.Sequential(
-            nn.Conv2d(frames, 32, 8, stride=4),  # [B, 32, 20, 20]
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2),  # [B, 64, 9, 9]
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1),  # [B, 64, 7, 7]
-            nn.ReLU(),
-            nn.Flatten(),  # [B, 3136]
-            nn.Linear(64 * 7 * 7, 512),
-            nn.ReLU(),
-            nn.Linear(512, num_actions),  # [B, A]
-        )
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """uint8 frames [B, 4, 84, 84] -> Q_theta(s, .) [B, A]."""
-        # channels_last (NHWC) convolutions: faster on CPU (see ppo_atari.py); scale to [0, 1] in place
-        return self.net(obs.contiguous(memory_format=torch.channels_last).float().mul_(1.0 / 255.0))
-
-
-class ReplayMemory:
-    """The replay memory D of experience tuples (s, a, r, s'), one 84x84 frame per step.
-
-    An observation is a stack of the last 4 frames, so consecutive observations share 3 of them, and s'
-    of one step is s of the next: storing each frame once instead of s and s' (8 frames) per step takes
-    1M transitions from 56 GB down to 7.1 GB. Each env writes its own ring of slots: slot i holds the
-    newest frame of an observation, and the action, clipped reward and termination of the step taken
-    from it. s is rebuilt from slots i-3..i and s' from slots i-2..i+1; frames from before the game's
-    first observation are zero, as the env's own stack is after a reset, so that a rebuilt stack equals
-    bit for bit what the env returned and never mixes two games. A life loss terminates (no bootstrap)
-    but the game and its stack go on. At a game's end (a termination on the last life, or a time-limit
-    truncation) the env has already reset (SameStep): the game's final observation from
-    info["final_obs"] takes one extra slot, marked `last` (no step starts there), and the next game
-    starts in the slot after it. A truncated step thus bootstraps from its true final observation.
-    """
-
-    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple, device: torch.device):
-        self.stack = obs_shape[0]
-        self.slots = -(-capacity // num_envs)  # slots per env
-        shape = (num_envs, self.slots)
-        # empty, not zeros: untouched pages take no RAM, so memory use grows as the ring fills
-        self.frames = torch.empty((*shape, *obs_shape[1:]), dtype=torch.uint8, device=device)
-        self.actions = torch.zeros(shape, dtype=torch.uint8, device=device)
-        self.rewards = torch.zeros(shape, dtype=torch.int8, device=device)  # sign(r) in {-1, 0, 1}
-        self.terminations = torch.zeros(shape, dtype=torch.bool, device=device)
-        # frames of the same game before this slot's, capped at stack - 1: how far back s may reach
-        self.history = torch.zeros(shape, dtype=torch.uint8, device=device)
-        self.last = torch.zeros(shape, dtype=torch.bool, device=device)  # a game's final observation
-        self.cur = torch.full((num_envs,), -1, dtype=torch.long, device=device)  # slot of each env's s
-        self.filled = torch.zeros(num_envs, dtype=torch.long, device=device)  # slots written, up to slots
-        self.env_ids = torch.arange(num_envs, device=device)
-        self.window = torch.arange(1 - self.stack, 2, device=device)  # slot offsets of s and s': [-3..1]
-        self.device = device
-
-    @staticmethod
-    def bytes_per_slot(obs_shape: tuple) -> int:
-        """One frame and 5 one-byte fields (action, reward, termination, history, last)."""
-        return int(np.prod(obs_shape[1:])) + 5
-
-    def _append(self, envs: torch.Tensor, frames: np.ndarray, history: torch.Tensor | int, last) -> None:
-        slot = (self.cur[envs] + 1) % self.slots
-        self.frames[envs, slot] = torch.from_numpy(frames).to(self.device)
-        self.history[envs, slot] = history
-        self.last[envs, slot] = last
-        self.cur[envs] = slot
-        self.filled[envs] = (self.filled[envs] + 1).clamp_(max=self.slots)
-
-    def reset(self, obs: np.ndarray) -> None:
-        """The first observation of each env's first game."""
-        self._append(self.env_ids, obs[:, -1], 0, False)
-
-    def add(self, actions, rewards, terminations, next_obs, game_over, final_obs) -> None:
-        """Store (a, sign(r), terminated) for each env's current s, then append s' (numpy arrays, [N, ...])."""
-        e, slot = self.env_ids, self.cur
-        self.actions[e, slot] = torch.from_numpy(actions.astype(np.uint8)).to(self.device)
-        self.rewards[e, slot] = torch.from_numpy(np.sign(rewards).astype(np.int8)).to(self.device)
-        self.terminations[e, slot] = torch.from_numpy(terminations).to(self.device)
-        history = (self.history[e, slot] + 1).clamp_(max=self.stack - 1)
-        if not game_over.any():
-            self._append(e, next_obs[:, -1], history, False)
-            return
-        # a game ended: s' is its final observation; the reset observation starts the next game after it
-        game_over_t = torch.from_numpy(game_over).to(self.device)
-        self._append(e, np.where(game_over[:, None, None], final_obs[:, -1], next_obs[:, -1]), history, game_over_t)
-        self._append(e[game_over_t], next_obs[game_over, -1], 0, False)
-
-    def valid(self, envs: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """Slots a step starts from: s' is stored, all of s is still there, and it is not a game's end."""
-        age = (self.cur[envs] - slots) % self.slots  # 0: the current s, whose step is not taken yet
-        reach = self.history[envs, slots].long()
-        return (age >= 1) & (age + reach < self.filled[envs]) & ~self.last[envs, slots]
-
-    def sample_slots(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Uniform (env, slot) pairs among the valid ones: draw from the written slots, redraw the invalid."""
-        n = len(self.env_ids)
-        envs = torch.randint(n, (batch_size,), device=self.device)
-        slots = (torch.rand(batch_size, device=self.device) * self.filled[envs]).long()
-        while not (ok := self.valid(envs, slots)).all():  # a few % of draws at most: ring ends, game ends
-            new_envs = torch.randint(n, (batch_size,), device=self.device)
-            new_slots = (torch.rand(batch_size, device=self.device) * self.filled[new_envs]).long()
-            envs, slots = torch.where(ok, envs, new_envs), torch.where(ok, slots, new_slots)
-        return envs, slots
-
-    def transitions(self, envs: torch.Tensor, slots: torch.Tensor):
-        """(s, a, r, terminated, s') at the given slots, stacks rebuilt with zeros before a game's start."""
-        # [B, 5]: slots i-3 .. i+1 of each env, as rows of the frames viewed as one [N * slots, 84, 84] ring
-        window = envs[:, None] * self.slots + (slots[:, None] + self.window) % self.slots
-        # index_select copies whole frames: 15x faster here than advanced indexing, which goes byte by byte
-        frames = self.frames.flatten(0, 1).index_select(0, window.flatten()).view(*window.shape, *self.frames.shape[2:])
-        before_start = self.window < -self.history[envs, slots, None].long()  # [B, 5]
-        frames.masked_fill_(before_start[:, :, None, None], 0)
-        obs, next_obs = frames[:, :-1], frames[:, 1:]  # [B, 4, 84, 84] each
-        actions = self.actions[envs, slots].long()
-        rewards = self.rewards[envs, slots].float()
-        return obs, actions, rewards, self.terminations[envs, slots].float(), next_obs
-
-    def sample(self, batch_size: int):
-        return self.transitions(*self.sample_slots(batch_size))
-
-    def restart(self, obs: np.ndarray) -> None:
-        """On resuming: each env's game in progress ends at its current slot, marked `last` (as a truncation whose
-        final observation is there), and the envs' new games start after it."""
-        self.last[self.env_ids, self.cur] = True
-        self.reset(obs)
-
-    FIELDS = ("actions", "rewards", "terminations", "history", "last", "cur", "filled")
-
-    def state_dict(self) -> dict:
-        """All that is written, for a checkpoint: each env's frames up to its filled slots, and the small fields."""
-        frames = [own_storage(self.frames[e, :n]) for e, n in enumerate(self.filled.tolist())]
-        return {"frames": frames} | {name: getattr(self, name) for name in self.FIELDS}
-
-    def load_state_dict(self, state: dict) -> None:
-        for e, frames in enumerate(state["frames"]):  # from a memory-mapped file: read as they are copied
-            self.frames[e, : len(frames)] = frames
-        for name in self.FIELDS:
-            getattr(self, name).copy_(state[name])
-
-
 def own_storage(t: torch.Tensor) -> torch.Tensor:
     """t in a storage of its own size (torch.save writes a view's whole storage), without a copy on the CPU."""
     return torch.from_numpy(t.numpy()) if t.device.type == "cpu" else t.cpu()
@@ -731,31 +878,6 @@ def check_memory(args: "Args", obs_shape: tuple) -> None:
             f"but {available / 1e9:.2f} GB is {where}, 1 GiB of it kept for the rest of the run; "
             + (f"use --buffer-size {fits:,} or less" if fits >= args.batch_size else "free some memory first")
         )
-
-
-def linear_schedule(start: float, end: float, duration: float, t: int) -> float:
-    """From start at t = 0 linearly to end at t = duration, then end (epsilon down; up as well, if asked)."""
-    return start + (end - start) * min(t / max(duration, 1), 1.0)
-
-
-def epsilon_greedy(q_net: QNetwork, obs: np.ndarray, epsilon: float, rng: np.random.Generator, device) -> np.ndarray:
-    """lecture: a <- argmax_a Q_theta(s, a) with probability 1 - epsilon, rand(A) otherwise; obs [N, 4, 84, 84]."""
-    explore = rng.random(len(obs)) < epsilon
-    actions = rng.integers(q_net.num_actions, size=len(obs))
-    if not explore.all():  # no forward pass while every env explores (the warm-up at epsilon 1)
-        with torch.inference_mode():
-            greedy = q_net(torch.from_numpy(obs).to(device)).argmax(dim=1).cpu().numpy()
-        actions = np.where(explore, actions, greedy)
-    return actions
-
-
-def td_target(rewards: torch.Tensor, terminations: torch.Tensor, next_q_target: torch.Tensor, gamma: float):
-    """y = r + gamma (1 - terminated) max_a' Q_theta'(s', a'), next_q_target = Q_theta'(s', .) [B, A]: the
-    Q-learning target with the frozen theta', for the loss l(s, a, r, s') = (y - Q_theta(s, a))^2.
-
-    No bootstrap through a termination: there is no s' to value. A truncation (the time limit) is not
-    a termination, and s' is then the final observation of the cut game, which is bootstrapped."""
-    return rewards + gamma * (1.0 - terminations) * next_q_target.max(dim=1).values
 
 
 def check_args(args: Args) -> None:
@@ -796,122 +918,6 @@ def check_discrete_actions(env_id: str) -> None:
         return
     if not isinstance(space, gym.spaces.Discrete):
         fail(f"{env_id} has continuous actions {space}; DQN takes the argmax over a finite set of actions")
-
-
-def train(args: Args) -> str:
-    """Act epsilon-greedily, store each transition in the replay memory, and every --train-frequency
-    steps take one gradient step on a random minibatch; copy theta into theta' every
-    --target-network-frequency steps. Returns the run folder."""
-    check_args(args)
-    seed_everything(args.seed, args.torch_deterministic)
-    device, buffer_device = pick_device(args.cuda), torch.device(args.buffer_device)
-    envs = make_envs(args.env_id, args.num_envs)
-    obs_shape, num_actions = envs.single_observation_space.shape, envs.single_action_space.n
-    check_memory(args, obs_shape)
-    N = args.num_envs
-    num_iterations = args.total_timesteps // N
-    run = Run(args, num_iterations * N)
-
-    q_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
-    target_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
-    target_net.load_state_dict(q_net.state_dict())
-    target_net.requires_grad_(False)
-    # impl detail: fused Adam, one kernel for all parameters (on CPU the default loops over them, op by op)
-    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, fused=True)
-    memory = ReplayMemory(args.buffer_size, N, obs_shape, buffer_device)
-    rng = np.random.default_rng(args.seed)  # exploration
-
-    obs, info = envs.reset(seed=run.env_seed(args.seed))
-    lives = info["lives"]
-    game_return = np.zeros(N)  # raw score of each env's current game (all lives)
-    game_length = np.zeros(N, dtype=np.int64)
-    global_step = updates = 0
-    learning_starts = args.learning_starts
-
-    def checkpoint() -> dict:  # everything the loop needs to go on (the envs restart their games)
-        model = {"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
-        state = model | {"target": target_net.state_dict(), "optimizer": optimizer.state_dict(), "updates": updates}
-        state["exploration_rng"] = rng.bit_generator.state
-        return state | ({"replay": memory.state_dict()} if args.checkpoint_replay else {})
-
-    if (state := run.resume()) is None:
-        memory.reset(obs)
-    else:
-        q_net.load_state_dict(state["model"])
-        target_net.load_state_dict(state["target"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["exploration_rng"]
-        global_step, updates = state["global_step"], state["updates"]
-        if "replay" in state:
-            memory.load_state_dict(state.pop("replay"))
-            memory.restart(obs)
-        else:  # no replay memory saved: fill it again before learning goes on
-            memory.reset(obs)
-            learning_starts = global_step + args.learning_starts
-    for _ in range(global_step // N, num_iterations):
-        # ---- act: epsilon-greedy on Q_theta ----
-        epsilon = linear_schedule(
-            args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
-        )
-        actions = epsilon_greedy(q_net, obs, epsilon, rng, device)
-
-        # ---- observe and store the experience tuple (s, a, r, s') ----
-        next_obs, reward, terminated, truncated, info = envs.step(actions)
-        global_step += N
-        game_over = is_game_over(terminated, truncated, info["lives"], lives)
-        lives = info["lives"]
-        # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
-        memory.add(actions, reward, terminated, next_obs, game_over, info.get("final_obs"))
-        obs = next_obs
-        game_return += reward
-        game_length += 1
-        if game_over.any():
-            for i in np.flatnonzero(game_over):
-                run.log(
-                    global_step, {"charts/episodic_return": game_return[i], "charts/episodic_length": game_length[i]}
-                )
-            game_return[game_over] = 0
-            game_length[game_over] = 0
-
-        # ---- learn: one minibatch step per --train-frequency agent steps, after the warm-up ----
-        if global_step > learning_starts:
-            for _ in range(global_step // args.train_frequency - (global_step - N) // args.train_frequency):
-                obs_b, actions_b, rewards_b, terminations_b, next_obs_b = memory.sample(args.batch_size)
-                obs_b, next_obs_b = obs_b.to(device), next_obs_b.to(device)
-                # lecture: l(s, a, r, s') = (r + gamma max_a' Q_theta'(s', a') - Q_theta(s, a))^2
-                with torch.no_grad():
-                    y = td_target(rewards_b.to(device), terminations_b.to(device), target_net(next_obs_b), args.gamma)
-                q_sa = q_net(obs_b).gather(1, actions_b.to(device)[:, None]).squeeze(1)
-                # deviation: --loss huber is the Nature paper's clipping of the TD error's gradient to [-1, 1]
-                loss = F.mse_loss(q_sa, y) if args.loss == "mse" else F.smooth_l1_loss(q_sa, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                updates += 1
-                if updates % 100 == 0:  # .item() waits for the device: not at every update
-                    sps = run.sps(global_step)
-                    losses = {"losses/td_loss": loss.item(), "losses/q_values": q_sa.mean().item()}
-                    run.log(global_step, {**losses, "charts/epsilon": epsilon, "charts/SPS": sps})
-            # ---- sync: the frozen target theta' <- theta ----
-            if global_step // args.target_network_frequency != (global_step - N) // args.target_network_frequency:
-                target_net.load_state_dict(q_net.state_dict())
-        run.step_done(global_step, checkpoint)
-    envs.close()
-    run.step_done(global_step, checkpoint, final=True)
-
-    if args.save_model:
-        path = os.path.join(run.dir, f"{args.exp_name}.pt")
-        torch.save({"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}, path)
-        print(f"saved {path}")
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
-        scores = evaluate(q_net, args.env_id, args.eval_episodes, args.eval_epsilon, args.seed, device, video_dir)
-        for episode_return in scores:
-            run.log(global_step, {"eval/episodic_return": episode_return})
-        report_scores(scores, args.env_id, args.eval_epsilon == 0, "games")
-        run.log_videos(video_dir)
-    run.close()
-    return run.dir
 
 
 def load_checkpoint(path: str, device: torch.device) -> tuple[QNetwork, str]:

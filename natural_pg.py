@@ -123,6 +123,425 @@ class Args:
     """full-batch Adam steps fitting V to the rewards-to-go after each update"""
 
 
+def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+    """N copies in one process. SameStep autoreset: an episode's end returns the next episode's first
+    observation at once (the last one is in info["final_obs"]), so every step returned is real."""
+    return gym.make_vec(
+        env_id,
+        num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+    )
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2)) -> nn.Linear:
+    # impl detail: orthogonal weights, zero bias (Huang et al. 2022, "37 implementation details", detail 2)
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, 0.0)
+    return layer
+
+
+def mlp(inputs: int, outputs: int, out_std: float, hidden: int = 64) -> nn.Sequential:
+    return nn.Sequential(
+        layer_init(nn.Linear(inputs, hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(hidden, hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(hidden, outputs), std=out_std),
+    )
+
+
+class Agent(nn.Module):
+    """The policy pi_theta(a|s) (categorical for Discrete, diagonal Gaussian for Box actions) and,
+    separately, the value V(s); optionally the running mean and variance of the observations."""
+
+    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, normalize_obs: bool = False, hidden: int = 64):
+        super().__init__()
+        self.discrete, self.normalize_obs = discrete, normalize_obs
+        # logits [B, A] or the Gaussian's mean [B, A]; small last layer -> near-uniform / near-zero start
+        self.actor = mlp(obs_dim, action_dim, out_std=0.01, hidden=hidden)
+        self.critic = mlp(obs_dim, 1, out_std=1.0, hidden=hidden)
+        # a state-independent log sigma per action dimension (also part of theta)
+        self.log_std = None if discrete else nn.Parameter(torch.zeros(action_dim))
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_var", torch.ones(obs_dim))
+        self.register_buffer("obs_count", torch.tensor(0.0))
+
+    def policy_params(self) -> list[nn.Parameter]:
+        """theta: the actor's weights, then log sigma for Box actions (the order of every flat vector)."""
+        return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.normalize_obs:
+            return obs
+        # impl detail: clip standardized observations to [-10, 10] (as Stable-Baselines3's VecNormalize)
+        return ((obs - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)).clamp(-10.0, 10.0)
+
+    def update_obs_stats(self, obs: torch.Tensor) -> None:
+        """Merge a batch's mean and variance into the running ones (Chan et al.'s parallel algorithm)."""
+        n, batch_mean, batch_var = obs.shape[0], obs.mean(0), obs.var(0, unbiased=False)
+        total = self.obs_count + n
+        delta = batch_mean - self.obs_mean
+        m2 = self.obs_var * self.obs_count + batch_var * n + delta**2 * self.obs_count * n / total
+        self.obs_mean += delta * n / total
+        self.obs_var.copy_(m2 / total)
+        self.obs_count.copy_(total)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.normalize(obs)).squeeze(-1)  # [B]
+
+    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """a ~ pi_theta(.|s) (or its mode): [B] action indices, or [B, A] unclipped Gaussian actions."""
+        out = self.actor(self.normalize(obs))
+        if self.discrete:
+            probs = torch.softmax(out, dim=-1)
+            return probs.argmax(-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
+        return out if deterministic else out + self.log_std.exp() * torch.randn_like(out)
+
+    def logprob_and_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi_theta(a|s) [B] and the policy's entropy H[pi_theta(.|s)] [B]."""
+        out = self.actor(self.normalize(obs))
+        if self.discrete:
+            logp_all = torch.log_softmax(out, dim=-1)
+            return categorical_logprob(out, actions), -(logp_all.exp() * logp_all).sum(-1)
+        entropy = (self.log_std + 0.5 * np.log(2 * np.pi * np.e)).sum().expand(out.shape[0])
+        return gaussian_logprob(actions, out, self.log_std), entropy
+
+    def mean_kl(self, obs: torch.Tensor, old_out: torch.Tensor, old_log_std: torch.Tensor | None) -> torch.Tensor:
+        """(1/B) sum_s D_KL(pi_old(.|s) || pi_theta(.|s)) over the states [B], from pi_old's outputs."""
+        out = self.actor(self.normalize(obs))
+        if self.discrete:
+            return categorical_kl(old_out, out).mean()
+        return gaussian_kl(old_out, old_log_std, out, self.log_std).mean()
+
+
+def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = -sum_i [ (a_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + log(2 pi) / 2 ], [B].
+    `actions` are the sampled ones, before any clipping to the env's bounds: the clip is the env's."""
+    z = (actions - mean) / log_std.exp()
+    return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
+
+
+def categorical_kl(old_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """D_KL(p || q) = sum_a p(a) log(p(a) / q(a)) per state [B], for p = softmax(old_logits), q = softmax(logits)."""
+    old_logp, logp = torch.log_softmax(old_logits, dim=-1), torch.log_softmax(logits, dim=-1)
+    return (old_logp.exp() * (old_logp - logp)).sum(-1)
+
+
+def gaussian_kl(old_mean, old_log_std, mean, log_std) -> torch.Tensor:
+    """D_KL(N(mu_0, sigma_0^2) || N(mu, sigma^2)) per state [B], summed over the action dimensions i:
+    sum_i [ log(sigma_i / sigma_0i) + (sigma_0i^2 + (mu_0i - mu_i)^2) / (2 sigma_i^2) - 1/2 ]."""
+    var, old_var = torch.exp(2 * log_std), torch.exp(2 * old_log_std)
+    return (log_std - old_log_std + (old_var + (old_mean - mean) ** 2) / (2 * var) - 0.5).sum(-1)
+
+
+def reward_to_go(rewards, terminations, truncations, bootstrap_values, gamma: float) -> torch.Tensor:
+    """r_{k,to-go} = sum_{l=k}^{end} gamma^{l-k} r_l over each episode, all tensors [T, N]:
+
+        r_{k,to-go} = r_k + gamma r_{k+1,to-go}             inside an episode
+        r_{k,to-go} = r_k                                   at a termination (the task ended)
+        r_{k,to-go} = r_k + gamma V(s_{k+1})                at a truncation (the time limit ended it)
+
+    bootstrap_values holds V of the last observation where truncated (and anything elsewhere).
+    """
+    episode_over = torch.maximum(terminations, truncations)
+    bootstrap = truncations * (1.0 - terminations) * bootstrap_values  # a termination wins over a truncation
+    returns = torch.zeros_like(rewards)
+    next_return = torch.zeros_like(rewards[0])
+    for k in reversed(range(rewards.shape[0])):
+        next_return = rewards[k] + gamma * ((1.0 - episode_over[k]) * next_return + bootstrap[k])
+        returns[k] = next_return
+    return returns
+
+
+def step_in_episode(episode_over: torch.Tensor) -> torch.Tensor:
+    """k, the index of each step within its episode, [T, N] (the rollout starts new episodes in all envs)."""
+    k = torch.zeros_like(episode_over)
+    for t in range(1, episode_over.shape[0]):
+        k[t] = (k[t - 1] + 1) * (1.0 - episode_over[t - 1])
+    return k
+
+
+def policy_gradient_loss(logprob, discounts, returns_to_go, baselines, num_episodes: int) -> torch.Tensor:
+    """-grad U(theta) as a loss for autograd, all tensors [B] (the steps of num_episodes episodes):
+
+        loss = -(1/M) sum_tau sum_k log pi_theta(a_k|s_k) gamma^k (r_{k,to-go} - r_base(s_k))
+
+    discounts are gamma^k, or 1 without --discount-gradient (reinforce.py says why most code drops it).
+    """
+    return -(logprob * discounts * (returns_to_go - baselines)).sum() / num_episodes
+
+
+def flat_grad(y: torch.Tensor, params: list, **kwargs) -> torch.Tensor:
+    """dy/dtheta as one vector [P], in the order of params."""
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
+
+
+# Why the Fisher of the lecture, over trajectories, is the policy's Fisher over states: with
+#   log p(tau | theta) = log p(s_0) + sum_k [ log pi_theta(a_k | s_k) + log T(s_{k+1} | s_k, a_k) ]
+# only the policy's terms depend on theta (the dynamics T do not), so grad log p(tau | theta) =
+# sum_k grad log pi_theta(a_k | s_k), and the cross terms k != l of E[grad log p grad log p^T] vanish
+# (E_{a ~ pi}[grad log pi(a|s)] = grad sum_a pi(a|s) = 0). What is left is
+#   F_theta = E_tau[ sum_k F_pi(s_k) ],   F_pi(s) = E_{a ~ pi_theta(.|s)}[ grad log pi grad log pi^T ],
+# and likewise D_KL(p(.|theta) || p(.|theta')) = E_tau[ sum_k D_KL(pi_theta(.|s_k) || pi_theta'(.|s_k)) ].
+# deviation: we divide both by the number of steps (mean over the batch's states, as TRPO), so that
+# epsilon is a KL per state and does not have to change with the episodes' length.
+
+
+def fisher_vector_product(kl_grad: torch.Tensor, params: list, v: torch.Tensor, damping: float) -> torch.Tensor:
+    """(F + lambda I) v, without forming F: F is the Hessian of the mean KL at theta = theta_old,
+
+        F v = grad_theta( grad_theta D_KL(pi_old || pi_theta)^T v )        (double backprop)
+
+    kl_grad = grad_theta D_KL, built with create_graph=True. Why the Hessian is F: D_KL(pi_old || pi_theta)
+    = E_{a ~ pi_old}[log pi_old - log pi_theta] is 0 and minimal at theta_old, so its gradient vanishes
+    and its Hessian is E[-grad^2 log pi_theta] = E[grad log pi grad log pi^T] (the second Bartlett identity).
+    """
+    return flat_grad(kl_grad @ v, params, retain_graph=True) + damping * v
+
+
+def conjugate_gradient(Av: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int) -> torch.Tensor:
+    """x ~ A^{-1} b for a symmetric positive definite A known only through v -> A v (Hestenes & Stiefel 1952;
+    Nocedal & Wright, Algorithm 5.2), starting from x = 0:
+
+        alpha = r^T r / p^T A p,   x <- x + alpha p,   r <- r - alpha A p,   p <- r + (r'^T r' / r^T r) p
+    """
+    x, r, p = torch.zeros_like(b), b.clone(), b.clone()
+    rr = r @ r
+    for _ in range(iters):
+        Ap = Av(p)
+        alpha = rr / (p @ Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        rr_new = r @ r
+        if rr_new < 1e-20:  # solved to float precision (p would be 0 and the next alpha 0 / 0)
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def fisher_score_vectors(agent: Agent, obs: torch.Tensor) -> torch.Tensor:
+    """Vectors v_{s,c} [B, C, P] with F = (1/B) sum_s sum_c v_{s,c} v_{s,c}^T exactly, where F is the mean over
+    the states of F_pi(s) = E_{a ~ pi_theta(.|s)}[grad log pi grad log pi^T]. With J_s = d out(s) / d theta_actor:
+
+        categorical: v_{s,a} = sqrt(pi(a|s)) grad log pi(a|s),  grad log pi(a|s) = J_s^T (e_a - pi(.|s)),  a = 1..A
+        Gaussian:    v_{s,i} = J_s[i] / sigma_i  (on mu)  and  sqrt(2) e_{log sigma_i},  i = 1..A
+
+    (the expectation over a done exactly: for a ~ N(mu, sigma^2) the Fisher is 1/sigma^2 on mu, 2 on log sigma).
+    """
+    x = agent.normalize(obs).detach()
+    theta = {name: p.detach() for name, p in agent.actor.named_parameters()}
+    jac = vmap(jacrev(lambda th, s: functional_call(agent.actor, th, (s,))), in_dims=(None, 0))(theta, x)
+    J = torch.cat([j.flatten(2) for j in jac.values()], dim=2)  # [B, A, P_actor], per-state Jacobians
+    with torch.no_grad():
+        out = agent.actor(x)
+    if agent.discrete:
+        probs = torch.softmax(out, dim=-1).unsqueeze(-1)  # [B, A, 1]
+        scores = J - (probs * J).sum(1, keepdim=True)  # grad log pi(a|s) for every a: [B, A, P]
+        return probs.sqrt() * scores
+    B, A, P = J.shape
+    sigma = agent.log_std.detach().exp()
+    on_mu = torch.cat([J / sigma[:, None], J.new_zeros(B, A, A)], dim=2)  # [B, A, P + A]
+    on_log_std = torch.cat(
+        [J.new_zeros(B, A, P), np.sqrt(2.0) * torch.eye(A, dtype=J.dtype, device=J.device).expand(B, A, A)], dim=2
+    )
+    return torch.cat([on_mu, on_log_std], dim=1)  # [B, 2A, P + A]
+
+
+def fisher_matrix(score_vectors: torch.Tensor) -> torch.Tensor:
+    """F = (1/B) sum_s sum_c v_{s,c} v_{s,c}^T from score vectors [B, C, P]: a [P, P] matrix."""
+    V = score_vectors.flatten(0, 1)  # [B C, P]
+    return V.T @ V / score_vectors.shape[0]
+
+
+def euclidean_step(grad_U: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """theta' - theta = u sqrt(2 epsilon / (u^T u)) = sqrt(2 epsilon) u / ||u||, u = grad U(theta):
+    the maximizer of grad U^T dtheta subject to 1/2 dtheta^T dtheta <= epsilon (the constraint is tight)."""
+    return np.sqrt(2 * epsilon) * grad_U / grad_U.norm()
+
+
+def natural_step(grad_U: torch.Tensor, u: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """theta' - theta = u sqrt(2 epsilon / (grad U^T u)), u = F^{-1} grad U: the maximizer of grad U^T dtheta
+    subject to 1/2 dtheta^T F dtheta <= epsilon. Then 1/2 dtheta^T F dtheta = epsilon since F u = grad U.
+    This holds for CG's u too (F being the damped matrix it solved with): r = grad U - F u is orthogonal to
+    the Krylov space that u lies in, so grad U^T u = u^T F u, and the step is exact in g, not only in F^-1."""
+    return u * torch.sqrt(2 * epsilon / (grad_U @ u))
+
+
+def train(args: Args) -> str:
+    """Play episodes_per_update whole episodes with pi_theta, estimate grad U, take the restricted or the
+    natural step of size epsilon, fit V to the rewards-to-go; repeat until total_timesteps. Returns the run folder."""
+    env = check_args(args)
+    obs_dim, action_space = env.observation_space.shape[0], env.action_space
+    env.close()
+    seed_everything(args.seed, args.torch_deterministic)
+    device = pick_device(args.cuda)
+    # a 64-unit MLP on a few envs is too little work to split between threads: on this repo's 2-core
+    # CI machine, busy, two threads ran 30x slower than one (measured for reinforce.py: 60 vs 2,000 SPS)
+    torch.set_num_threads(1)
+    run = Run(args, args.total_timesteps)
+
+    envs = make_envs(args.env_id, args.num_envs)
+    envs.action_space.seed(args.seed)
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    action_dim = int(action_space.n) if discrete else action_space.shape[0]
+    meta = {"env_id": args.env_id, "obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
+    agent = Agent(obs_dim, action_dim, discrete, args.normalize_obs).to(device)
+    policy_params = agent.policy_params()
+    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
+
+    N, M = args.num_envs, args.episodes_per_update
+    global_step, reset_seed = 0, run.env_seed(args.seed)
+
+    def checkpoint() -> dict:  # everything the loop needs to go on (the envs start new episodes anyway)
+        model = {"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}
+        return {**model, "value_optimizer": value_optimizer.state_dict()}
+
+    if (state := run.resume()) is not None:
+        agent.load_state_dict(state["model"])
+        value_optimizer.load_state_dict(state["value_optimizer"])
+        global_step = state["global_step"]
+    while global_step < args.total_timesteps:
+        # ---- act and observe: M whole episodes with pi_theta, spread over the N envs (as reinforce.py) ----
+        # An env starts another episode only while fewer than M have been started, and every started
+        # episode is played to its end: which episodes enter the batch never depends on their own
+        # length (keeping the first M to finish would favour short ones). Envs that are done wait;
+        # their steps are neither learned from nor counted.
+        next_obs, _ = envs.reset(seed=reset_seed)  # sub-env i gets seed + i, the first time only
+        reset_seed = None
+        active = np.arange(N) < M
+        started = int(active.sum())
+        episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
+        obs, actions, rewards, terminations, truncations, actives, final_obs = [], [], [], [], [], [], {}
+        with torch.inference_mode():
+            while active.any():
+                obs.append(next_obs)
+                actives.append(active.copy())
+                action = agent.sample(torch.as_tensor(next_obs, dtype=torch.float32, device=device)).cpu().numpy()
+                actions.append(action)
+                # the env gets the action clipped to its bounds; log pi_theta is of the sampled one
+                env_action = action if discrete else np.clip(action, action_space.low, action_space.high)
+                next_obs, reward, terminated, truncated, info = envs.step(env_action)
+                rewards.append(reward)
+                terminations.append(terminated)
+                truncations.append(truncated)
+                global_step += int(active.sum())
+                episode_return += reward
+                episode_length += 1
+                for i in np.flatnonzero((terminated | truncated) & active):
+                    if truncated[i] and not terminated[i]:  # the time limit cut it: V(s_{d+1}) completes it
+                        final_obs[(len(rewards) - 1, i)] = info["final_obs"][i]
+                    run.log(
+                        global_step,
+                        {"charts/episodic_return": episode_return[i], "charts/episodic_length": episode_length[i]},
+                    )
+                    if started < M:
+                        started += 1
+                    else:
+                        active[i] = False
+                episode_return[terminated | truncated] = 0
+                episode_length[terminated | truncated] = 0
+
+            as_tensor = lambda x: torch.as_tensor(np.array(x), dtype=torch.float32, device=device)  # [T, N, ...]
+            obs_t, rewards_t = as_tensor(obs), as_tensor(rewards)
+            terminations_t, truncations_t = as_tensor(terminations), as_tensor(truncations)
+            bootstrap_values = torch.zeros_like(rewards_t)
+            if final_obs:
+                bootstrap_values[tuple(zip(*final_obs, strict=True))] = agent.value(as_tensor(list(final_obs.values())))
+            returns_t = reward_to_go(rewards_t, terminations_t, truncations_t, bootstrap_values, args.gamma)
+            k_t = step_in_episode(torch.maximum(terminations_t, truncations_t))
+
+        # ---- the gradient: grad U(theta) from the steps of the M episodes, as in reinforce.py ----
+        mask = torch.as_tensor(np.array(actives), device=device)  # [T, N]
+        b_obs, b_returns, b_k = obs_t[mask], returns_t[mask], k_t[mask]
+        b_actions = torch.as_tensor(np.array(actions), device=device)[mask]
+        with torch.no_grad():
+            b_baselines = agent.value(b_obs)  # r_base = V from earlier batches only: independent of these actions
+            discounts = args.gamma**b_k if args.discount_gradient else torch.ones_like(b_k)
+            old_out = agent.actor(agent.normalize(b_obs))  # pi_old(.|s): logits or means [B, A]
+            old_log_std = None if discrete else agent.log_std.clone()
+        logprob, entropy = agent.logprob_and_entropy(b_obs, b_actions)
+        # lecture: grad U(theta) = E_tau[sum_k grad log pi_theta(a_k|s_k) gamma^k (r_{k,to-go} - r_base(s_k))]
+        pg_loss = policy_gradient_loss(logprob, discounts, b_returns, b_baselines, M)
+        grad_U = -flat_grad(pg_loss, policy_params)  # [P]
+
+        # ---- the step: maximize grad U^T (theta' - theta) subject to g(theta, theta') <= epsilon ----
+        if args.metric == "euclidean":
+            # lecture: g = 1/2 (theta' - theta)^T (theta' - theta)  ->  theta' = theta + sqrt(2 epsilon) u / ||u||
+            step = euclidean_step(grad_U, args.epsilon)
+        else:
+            # lecture: g = D_KL ~ 1/2 (theta' - theta)^T F (theta' - theta)  ->  u = F^{-1} grad U
+            # impl detail: F + lambda I (TRPO's code; Spinning Up's damping_coeff 0.1): F from a few thousand
+            # states is singular (e.g. adding one constant to all logits changes no policy), F^-1 would not exist
+            if args.fisher == "cg":
+                kl_grad = flat_grad(agent.mean_kl(b_obs, old_out, old_log_std), policy_params, create_graph=True)
+                # v -> (F + lambda I) v
+                fvp = partial(fisher_vector_product, kl_grad, policy_params, damping=args.damping)
+                u = conjugate_gradient(fvp, grad_U, args.cg_iters)
+            else:
+                F = fisher_matrix(fisher_score_vectors(agent, b_obs))  # [P, P]
+                u = torch.linalg.solve(F + args.damping * torch.eye(len(grad_U), device=device), grad_U)
+            # lecture: theta' = theta + u sqrt(2 epsilon / (grad U^T u))
+            step = natural_step(grad_U, u, args.epsilon)
+        with torch.no_grad():
+            theta = nn.utils.parameters_to_vector(policy_params)
+            nn.utils.vector_to_parameters(theta + step, policy_params)
+            kl = agent.mean_kl(b_obs, old_out, old_log_std)  # the KL the step actually moved the policy
+
+        # ---- fit the baseline: V(s_k) ~ r_{k,to-go}, regression on this batch ----
+        for _ in range(args.vf_iters):
+            v_loss = 0.5 * ((agent.value(b_obs) - b_returns) ** 2).mean()
+            value_optimizer.zero_grad(set_to_none=True)
+            v_loss.backward()
+            value_optimizer.step()
+        if args.normalize_obs:  # between updates, so that pi_theta stays fixed within a batch
+            agent.update_obs_stats(b_obs)
+
+        # how much of the rewards-to-go's variance the baseline explained before the fit (1: all, 0: none)
+        explained_var = 1 - (b_returns - b_baselines).var() / b_returns.var().clamp(min=1e-8)
+        run.log(
+            global_step,
+            {
+                "losses/policy_loss": pg_loss.item(),
+                "losses/value_loss": v_loss.item(),
+                "losses/entropy": entropy.mean().item(),
+                "losses/kl": kl.item(),
+                "losses/step_norm": step.norm().item(),
+                "losses/explained_variance": explained_var.item(),
+                "charts/SPS": run.sps(global_step),
+            },
+        )
+        run.step_done(global_step, checkpoint)
+    envs.close()
+    run.step_done(global_step, checkpoint, final=True)
+
+    if args.save_model:
+        path = os.path.join(run.dir, f"{args.exp_name}.pt")
+        torch.save({"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}, path)
+        print(f"saved {path}")
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
+        scores = evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
+        for episode_return in scores:
+            run.log(global_step, {"eval/episodic_return": episode_return})
+        report_scores(scores, args.env_id, args.eval_deterministic, "episodes")
+        run.log_videos(video_dir)
+    run.close()
+    return run.dir
+
+
+# ---------------------------------------------------------------- Appendix: the plumbing
+# Everything below serves the algorithm above and can be skipped on a first read: the block every script
+# shares (run folder, metrics, checkpoints, resume, signals, the non-finite guard, evaluation records), the
+# checks of the input, loading a saved model, and the evaluation.
+
+
 # --- shared: begin ---
 def fail(message: str) -> NoReturn:
     """Stop before training with a one-line error saying what was wrong and what to do."""
@@ -529,257 +948,6 @@ def check_env(env_id: str, render: bool = False) -> gym.Env:
     return env
 
 
-def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """N copies in one process. SameStep autoreset: an episode's end returns the next episode's first
-    observation at once (the last one is in info["final_obs"]), so every step returned is real."""
-    return gym.make_vec(
-        env_id,
-        num_envs,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-    )
-
-
-def layer_init(layer: nn.Linear, std: float = np.sqrt(2)) -> nn.Linear:
-    # impl detail: orthogonal weights, zero bias (Huang et al. 2022, "37 implementation details", detail 2)
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, 0.0)
-    return layer
-
-
-def mlp(inputs: int, outputs: int, out_std: float, hidden: int = 64) -> nn.Sequential:
-    return nn.Sequential(
-        layer_init(nn.Linear(inputs, hidden)),
-        nn.Tanh(),
-        layer_init(nn.Linear(hidden, hidden)),
-        nn.Tanh(),
-        layer_init(nn.Linear(hidden, outputs), std=out_std),
-    )
-
-
-class Agent(nn.Module):
-    """The policy pi_theta(a|s) (categorical for Discrete, diagonal Gaussian for Box actions) and,
-    separately, the value V(s); optionally the running mean and variance of the observations."""
-
-    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, normalize_obs: bool = False, hidden: int = 64):
-        super().__init__()
-        self.discrete, self.normalize_obs = discrete, normalize_obs
-        # logits [B, A] or the Gaussian's mean [B, A]; small last layer -> near-uniform / near-zero start
-        self.actor = mlp(obs_dim, action_dim, out_std=0.01, hidden=hidden)
-        self.critic = mlp(obs_dim, 1, out_std=1.0, hidden=hidden)
-        # a state-independent log sigma per action dimension (also part of theta)
-        self.log_std = None if discrete else nn.Parameter(torch.zeros(action_dim))
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_var", torch.ones(obs_dim))
-        self.register_buffer("obs_count", torch.tensor(0.0))
-
-    def policy_params(self) -> list[nn.Parameter]:
-        """theta: the actor's weights, then log sigma for Box actions (the order of every flat vector)."""
-        return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
-
-    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        if not self.normalize_obs:
-            return obs
-        # impl detail: clip standardized observations to [-10, 10] (as Stable-Baselines3's VecNormalize)
-        return ((obs - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)).clamp(-10.0, 10.0)
-
-    def update_obs_stats(self, obs: torch.Tensor) -> None:
-        """Merge a batch's mean and variance into the running ones (Chan et al.'s parallel algorithm)."""
-        n, batch_mean, batch_var = obs.shape[0], obs.mean(0), obs.var(0, unbiased=False)
-        total = self.obs_count + n
-        delta = batch_mean - self.obs_mean
-        m2 = self.obs_var * self.obs_count + batch_var * n + delta**2 * self.obs_count * n / total
-        self.obs_mean += delta * n / total
-        self.obs_var.copy_(m2 / total)
-        self.obs_count.copy_(total)
-
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.normalize(obs)).squeeze(-1)  # [B]
-
-    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """a ~ pi_theta(.|s) (or its mode): [B] action indices, or [B, A] unclipped Gaussian actions."""
-        out = self.actor(self.normalize(obs))
-        if self.discrete:
-            probs = torch.softmax(out, dim=-1)
-            return probs.argmax(-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
-        return out if deterministic else out + self.log_std.exp() * torch.randn_like(out)
-
-    def logprob_and_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """log pi_theta(a|s) [B] and the policy's entropy H[pi_theta(.|s)] [B]."""
-        out = self.actor(self.normalize(obs))
-        if self.discrete:
-            logp_all = torch.log_softmax(out, dim=-1)
-            return categorical_logprob(out, actions), -(logp_all.exp() * logp_all).sum(-1)
-        entropy = (self.log_std + 0.5 * np.log(2 * np.pi * np.e)).sum().expand(out.shape[0])
-        return gaussian_logprob(actions, out, self.log_std), entropy
-
-    def mean_kl(self, obs: torch.Tensor, old_out: torch.Tensor, old_log_std: torch.Tensor | None) -> torch.Tensor:
-        """(1/B) sum_s D_KL(pi_old(.|s) || pi_theta(.|s)) over the states [B], from pi_old's outputs."""
-        out = self.actor(self.normalize(obs))
-        if self.discrete:
-            return categorical_kl(old_out, out).mean()
-        return gaussian_kl(old_out, old_log_std, out, self.log_std).mean()
-
-
-def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
-    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-
-
-def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log pi_theta(a|s) = -sum_i [ (a_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + log(2 pi) / 2 ], [B].
-    `actions` are the sampled ones, before any clipping to the env's bounds: the clip is the env's."""
-    z = (actions - mean) / log_std.exp()
-    return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
-
-
-def categorical_kl(old_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """D_KL(p || q) = sum_a p(a) log(p(a) / q(a)) per state [B], for p = softmax(old_logits), q = softmax(logits)."""
-    old_logp, logp = torch.log_softmax(old_logits, dim=-1), torch.log_softmax(logits, dim=-1)
-    return (old_logp.exp() * (old_logp - logp)).sum(-1)
-
-
-def gaussian_kl(old_mean, old_log_std, mean, log_std) -> torch.Tensor:
-    """D_KL(N(mu_0, sigma_0^2) || N(mu, sigma^2)) per state [B], summed over the action dimensions i:
-    sum_i [ log(sigma_i / sigma_0i) + (sigma_0i^2 + (mu_0i - mu_i)^2) / (2 sigma_i^2) - 1/2 ]."""
-    var, old_var = torch.exp(2 * log_std), torch.exp(2 * old_log_std)
-    return (log_std - old_log_std + (old_var + (old_mean - mean) ** 2) / (2 * var) - 0.5).sum(-1)
-
-
-def reward_to_go(rewards, terminations, truncations, bootstrap_values, gamma: float) -> torch.Tensor:
-    """r_{k,to-go} = sum_{l=k}^{end} gamma^{l-k} r_l over each episode, all tensors [T, N]:
-
-        r_{k,to-go} = r_k + gamma r_{k+1,to-go}             inside an episode
-        r_{k,to-go} = r_k                                   at a termination (the task ended)
-        r_{k,to-go} = r_k + gamma V(s_{k+1})                at a truncation (the time limit ended it)
-
-    bootstrap_values holds V of the last observation where truncated (and anything elsewhere).
-    """
-    episode_over = torch.maximum(terminations, truncations)
-    bootstrap = truncations * (1.0 - terminations) * bootstrap_values  # a termination wins over a truncation
-    returns = torch.zeros_like(rewards)
-    next_return = torch.zeros_like(rewards[0])
-    for k in reversed(range(rewards.shape[0])):
-        next_return = rewards[k] + gamma * ((1.0 - episode_over[k]) * next_return + bootstrap[k])
-        returns[k] = next_return
-    return returns
-
-
-def step_in_episode(episode_over: torch.Tensor) -> torch.Tensor:
-    """k, the index of each step within its episode, [T, N] (the rollout starts new episodes in all envs)."""
-    k = torch.zeros_like(episode_over)
-    for t in range(1, episode_over.shape[0]):
-        k[t] = (k[t - 1] + 1) * (1.0 - episode_over[t - 1])
-    return k
-
-
-def policy_gradient_loss(logprob, discounts, returns_to_go, baselines, num_episodes: int) -> torch.Tensor:
-    """-grad U(theta) as a loss for autograd, all tensors [B] (the steps of num_episodes episodes):
-
-        loss = -(1/M) sum_tau sum_k log pi_theta(a_k|s_k) gamma^k (r_{k,to-go} - r_base(s_k))
-
-    discounts are gamma^k, or 1 without --discount-gradient (reinforce.py says why most code drops it).
-    """
-    return -(logprob * discounts * (returns_to_go - baselines)).sum() / num_episodes
-
-
-def flat_grad(y: torch.Tensor, params: list, **kwargs) -> torch.Tensor:
-    """dy/dtheta as one vector [P], in the order of params."""
-    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
-
-
-# Why the Fisher of the lecture, over trajectories, is the policy's Fisher over states: with
-#   log p(tau | theta) = log p(s_0) + sum_k [ log pi_theta(a_k | s_k) + log T(s_{k+1} | s_k, a_k) ]
-# only the policy's terms depend on theta (the dynamics T do not), so grad log p(tau | theta) =
-# sum_k grad log pi_theta(a_k | s_k), and the cross terms k != l of E[grad log p grad log p^T] vanish
-# (E_{a ~ pi}[grad log pi(a|s)] = grad sum_a pi(a|s) = 0). What is left is
-#   F_theta = E_tau[ sum_k F_pi(s_k) ],   F_pi(s) = E_{a ~ pi_theta(.|s)}[ grad log pi grad log pi^T ],
-# and likewise D_KL(p(.|theta) || p(.|theta')) = E_tau[ sum_k D_KL(pi_theta(.|s_k) || pi_theta'(.|s_k)) ].
-# deviation: we divide both by the number of steps (mean over the batch's states, as TRPO), so that
-# epsilon is a KL per state and does not have to change with the episodes' length.
-
-
-def fisher_vector_product(kl_grad: torch.Tensor, params: list, v: torch.Tensor, damping: float) -> torch.Tensor:
-    """(F + lambda I) v, without forming F: F is the Hessian of the mean KL at theta = theta_old,
-
-        F v = grad_theta( grad_theta D_KL(pi_old || pi_theta)^T v )        (double backprop)
-
-    kl_grad = grad_theta D_KL, built with create_graph=True. Why the Hessian is F: D_KL(pi_old || pi_theta)
-    = E_{a ~ pi_old}[log pi_old - log pi_theta] is 0 and minimal at theta_old, so its gradient vanishes
-    and its Hessian is E[-grad^2 log pi_theta] = E[grad log pi grad log pi^T] (the second Bartlett identity).
-    """
-    return flat_grad(kl_grad @ v, params, retain_graph=True) + damping * v
-
-
-def conjugate_gradient(Av: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int) -> torch.Tensor:
-    """x ~ A^{-1} b for a symmetric positive definite A known only through v -> A v (Hestenes & Stiefel 1952;
-    Nocedal & Wright, Algorithm 5.2), starting from x = 0:
-
-        alpha = r^T r / p^T A p,   x <- x + alpha p,   r <- r - alpha A p,   p <- r + (r'^T r' / r^T r) p
-    """
-    x, r, p = torch.zeros_like(b), b.clone(), b.clone()
-    rr = r @ r
-    for _ in range(iters):
-        Ap = Av(p)
-        alpha = rr / (p @ Ap)
-        x += alpha * p
-        r -= alpha * Ap
-        rr_new = r @ r
-        if rr_new < 1e-20:  # solved to float precision (p would be 0 and the next alpha 0 / 0)
-            break
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-    return x
-
-
-def fisher_score_vectors(agent: Agent, obs: torch.Tensor) -> torch.Tensor:
-    """Vectors v_{s,c} [B, C, P] with F = (1/B) sum_s sum_c v_{s,c} v_{s,c}^T exactly, where F is the mean over
-    the states of F_pi(s) = E_{a ~ pi_theta(.|s)}[grad log pi grad log pi^T]. With J_s = d out(s) / d theta_actor:
-
-        categorical: v_{s,a} = sqrt(pi(a|s)) grad log pi(a|s),  grad log pi(a|s) = J_s^T (e_a - pi(.|s)),  a = 1..A
-        Gaussian:    v_{s,i} = J_s[i] / sigma_i  (on mu)  and  sqrt(2) e_{log sigma_i},  i = 1..A
-
-    (the expectation over a done exactly: for a ~ N(mu, sigma^2) the Fisher is 1/sigma^2 on mu, 2 on log sigma).
-    """
-    x = agent.normalize(obs).detach()
-    theta = {name: p.detach() for name, p in agent.actor.named_parameters()}
-    jac = vmap(jacrev(lambda th, s: functional_call(agent.actor, th, (s,))), in_dims=(None, 0))(theta, x)
-    J = torch.cat([j.flatten(2) for j in jac.values()], dim=2)  # [B, A, P_actor], per-state Jacobians
-    with torch.no_grad():
-        out = agent.actor(x)
-    if agent.discrete:
-        probs = torch.softmax(out, dim=-1).unsqueeze(-1)  # [B, A, 1]
-        scores = J - (probs * J).sum(1, keepdim=True)  # grad log pi(a|s) for every a: [B, A, P]
-        return probs.sqrt() * scores
-    B, A, P = J.shape
-    sigma = agent.log_std.detach().exp()
-    on_mu = torch.cat([J / sigma[:, None], J.new_zeros(B, A, A)], dim=2)  # [B, A, P + A]
-    on_log_std = torch.cat(
-        [J.new_zeros(B, A, P), np.sqrt(2.0) * torch.eye(A, dtype=J.dtype, device=J.device).expand(B, A, A)], dim=2
-    )
-    return torch.cat([on_mu, on_log_std], dim=1)  # [B, 2A, P + A]
-
-
-def fisher_matrix(score_vectors: torch.Tensor) -> torch.Tensor:
-    """F = (1/B) sum_s sum_c v_{s,c} v_{s,c}^T from score vectors [B, C, P]: a [P, P] matrix."""
-    V = score_vectors.flatten(0, 1)  # [B C, P]
-    return V.T @ V / score_vectors.shape[0]
-
-
-def euclidean_step(grad_U: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """theta' - theta = u sqrt(2 epsilon / (u^T u)) = sqrt(2 epsilon) u / ||u||, u = grad U(theta):
-    the maximizer of grad U^T dtheta subject to 1/2 dtheta^T dtheta <= epsilon (the constraint is tight)."""
-    return np.sqrt(2 * epsilon) * grad_U / grad_U.norm()
-
-
-def natural_step(grad_U: torch.Tensor, u: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """theta' - theta = u sqrt(2 epsilon / (grad U^T u)), u = F^{-1} grad U: the maximizer of grad U^T dtheta
-    subject to 1/2 dtheta^T F dtheta <= epsilon. Then 1/2 dtheta^T F dtheta = epsilon since F u = grad U.
-    This holds for CG's u too (F being the damped matrix it solved with): r = grad U - F u is orthogonal to
-    the Krylov space that u lies in, so grad U^T u = u^T F u, and the step is exact in g, not only in F^-1."""
-    return u * torch.sqrt(2 * epsilon / (grad_U @ u))
-
-
 def check_args(args: Args) -> gym.Env:
     """Fail on bad input before anything is allocated; return one env to read the spaces from."""
     check_common(args)
@@ -804,168 +972,6 @@ def check_args(args: Args) -> gym.Env:
             "no policy), so F^-1 grad U does not exist; use --damping 0.1 (the default) or more"
         )
     return check_env(args.env_id, render=args.capture_video and args.eval_episodes > 0)
-
-
-def train(args: Args) -> str:
-    """Play episodes_per_update whole episodes with pi_theta, estimate grad U, take the restricted or the
-    natural step of size epsilon, fit V to the rewards-to-go; repeat until total_timesteps. Returns the run folder."""
-    env = check_args(args)
-    obs_dim, action_space = env.observation_space.shape[0], env.action_space
-    env.close()
-    seed_everything(args.seed, args.torch_deterministic)
-    device = pick_device(args.cuda)
-    # a 64-unit MLP on a few envs is too little work to split between threads: on this repo's 2-core
-    # CI machine, busy, two threads ran 30x slower than one (measured for reinforce.py: 60 vs 2,000 SPS)
-    torch.set_num_threads(1)
-    run = Run(args, args.total_timesteps)
-
-    envs = make_envs(args.env_id, args.num_envs)
-    envs.action_space.seed(args.seed)
-    discrete = isinstance(action_space, gym.spaces.Discrete)
-    action_dim = int(action_space.n) if discrete else action_space.shape[0]
-    meta = {"env_id": args.env_id, "obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
-    agent = Agent(obs_dim, action_dim, discrete, args.normalize_obs).to(device)
-    policy_params = agent.policy_params()
-    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
-
-    N, M = args.num_envs, args.episodes_per_update
-    global_step, reset_seed = 0, run.env_seed(args.seed)
-
-    def checkpoint() -> dict:  # everything the loop needs to go on (the envs start new episodes anyway)
-        model = {"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}
-        return {**model, "value_optimizer": value_optimizer.state_dict()}
-
-    if (state := run.resume()) is not None:
-        agent.load_state_dict(state["model"])
-        value_optimizer.load_state_dict(state["value_optimizer"])
-        global_step = state["global_step"]
-    while global_step < args.total_timesteps:
-        # ---- act and observe: M whole episodes with pi_theta, spread over the N envs (as reinforce.py) ----
-        # An env starts another episode only while fewer than M have been started, and every started
-        # episode is played to its end: which episodes enter the batch never depends on their own
-        # length (keeping the first M to finish would favour short ones). Envs that are done wait;
-        # their steps are neither learned from nor counted.
-        next_obs, _ = envs.reset(seed=reset_seed)  # sub-env i gets seed + i, the first time only
-        reset_seed = None
-        active = np.arange(N) < M
-        started = int(active.sum())
-        episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-        obs, actions, rewards, terminations, truncations, actives, final_obs = [], [], [], [], [], [], {}
-        with torch.inference_mode():
-            while active.any():
-                obs.append(next_obs)
-                actives.append(active.copy())
-                action = agent.sample(torch.as_tensor(next_obs, dtype=torch.float32, device=device)).cpu().numpy()
-                actions.append(action)
-                # the env gets the action clipped to its bounds; log pi_theta is of the sampled one
-                env_action = action if discrete else np.clip(action, action_space.low, action_space.high)
-                next_obs, reward, terminated, truncated, info = envs.step(env_action)
-                rewards.append(reward)
-                terminations.append(terminated)
-                truncations.append(truncated)
-                global_step += int(active.sum())
-                episode_return += reward
-                episode_length += 1
-                for i in np.flatnonzero((terminated | truncated) & active):
-                    if truncated[i] and not terminated[i]:  # the time limit cut it: V(s_{d+1}) completes it
-                        final_obs[(len(rewards) - 1, i)] = info["final_obs"][i]
-                    run.log(
-                        global_step,
-                        {"charts/episodic_return": episode_return[i], "charts/episodic_length": episode_length[i]},
-                    )
-                    if started < M:
-                        started += 1
-                    else:
-                        active[i] = False
-                episode_return[terminated | truncated] = 0
-                episode_length[terminated | truncated] = 0
-
-            as_tensor = lambda x: torch.as_tensor(np.array(x), dtype=torch.float32, device=device)  # [T, N, ...]
-            obs_t, rewards_t = as_tensor(obs), as_tensor(rewards)
-            terminations_t, truncations_t = as_tensor(terminations), as_tensor(truncations)
-            bootstrap_values = torch.zeros_like(rewards_t)
-            if final_obs:
-                bootstrap_values[tuple(zip(*final_obs, strict=True))] = agent.value(as_tensor(list(final_obs.values())))
-            returns_t = reward_to_go(rewards_t, terminations_t, truncations_t, bootstrap_values, args.gamma)
-            k_t = step_in_episode(torch.maximum(terminations_t, truncations_t))
-
-        # ---- the gradient: grad U(theta) from the steps of the M episodes, as in reinforce.py ----
-        mask = torch.as_tensor(np.array(actives), device=device)  # [T, N]
-        b_obs, b_returns, b_k = obs_t[mask], returns_t[mask], k_t[mask]
-        b_actions = torch.as_tensor(np.array(actions), device=device)[mask]
-        with torch.no_grad():
-            b_baselines = agent.value(b_obs)  # r_base = V from earlier batches only: independent of these actions
-            discounts = args.gamma**b_k if args.discount_gradient else torch.ones_like(b_k)
-            old_out = agent.actor(agent.normalize(b_obs))  # pi_old(.|s): logits or means [B, A]
-            old_log_std = None if discrete else agent.log_std.clone()
-        logprob, entropy = agent.logprob_and_entropy(b_obs, b_actions)
-        # lecture: grad U(theta) = E_tau[sum_k grad log pi_theta(a_k|s_k) gamma^k (r_{k,to-go} - r_base(s_k))]
-        pg_loss = policy_gradient_loss(logprob, discounts, b_returns, b_baselines, M)
-        grad_U = -flat_grad(pg_loss, policy_params)  # [P]
-
-        # ---- the step: maximize grad U^T (theta' - theta) subject to g(theta, theta') <= epsilon ----
-        if args.metric == "euclidean":
-            # lecture: g = 1/2 (theta' - theta)^T (theta' - theta)  ->  theta' = theta + sqrt(2 epsilon) u / ||u||
-            step = euclidean_step(grad_U, args.epsilon)
-        else:
-            # lecture: g = D_KL ~ 1/2 (theta' - theta)^T F (theta' - theta)  ->  u = F^{-1} grad U
-            # impl detail: F + lambda I (TRPO's code; Spinning Up's damping_coeff 0.1): F from a few thousand
-            # states is singular (e.g. adding one constant to all logits changes no policy), F^-1 would not exist
-            if args.fisher == "cg":
-                kl_grad = flat_grad(agent.mean_kl(b_obs, old_out, old_log_std), policy_params, create_graph=True)
-                # v -> (F + lambda I) v
-                fvp = partial(fisher_vector_product, kl_grad, policy_params, damping=args.damping)
-                u = conjugate_gradient(fvp, grad_U, args.cg_iters)
-            else:
-                F = fisher_matrix(fisher_score_vectors(agent, b_obs))  # [P, P]
-                u = torch.linalg.solve(F + args.damping * torch.eye(len(grad_U), device=device), grad_U)
-            # lecture: theta' = theta + u sqrt(2 epsilon / (grad U^T u))
-            step = natural_step(grad_U, u, args.epsilon)
-        with torch.no_grad():
-            theta = nn.utils.parameters_to_vector(policy_params)
-            nn.utils.vector_to_parameters(theta + step, policy_params)
-            kl = agent.mean_kl(b_obs, old_out, old_log_std)  # the KL the step actually moved the policy
-
-        # ---- fit the baseline: V(s_k) ~ r_{k,to-go}, regression on this batch ----
-        for _ in range(args.vf_iters):
-            v_loss = 0.5 * ((agent.value(b_obs) - b_returns) ** 2).mean()
-            value_optimizer.zero_grad(set_to_none=True)
-            v_loss.backward()
-            value_optimizer.step()
-        if args.normalize_obs:  # between updates, so that pi_theta stays fixed within a batch
-            agent.update_obs_stats(b_obs)
-
-        # how much of the rewards-to-go's variance the baseline explained before the fit (1: all, 0: none)
-        explained_var = 1 - (b_returns - b_baselines).var() / b_returns.var().clamp(min=1e-8)
-        run.log(
-            global_step,
-            {
-                "losses/policy_loss": pg_loss.item(),
-                "losses/value_loss": v_loss.item(),
-                "losses/entropy": entropy.mean().item(),
-                "losses/kl": kl.item(),
-                "losses/step_norm": step.norm().item(),
-                "losses/explained_variance": explained_var.item(),
-                "charts/SPS": run.sps(global_step),
-            },
-        )
-        run.step_done(global_step, checkpoint)
-    envs.close()
-    run.step_done(global_step, checkpoint, final=True)
-
-    if args.save_model:
-        path = os.path.join(run.dir, f"{args.exp_name}.pt")
-        torch.save({"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}, path)
-        print(f"saved {path}")
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
-        scores = evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
-        for episode_return in scores:
-            run.log(global_step, {"eval/episodic_return": episode_return})
-        report_scores(scores, args.env_id, args.eval_deterministic, "episodes")
-        run.log_videos(video_dir)
-    run.close()
-    return run.dir
 
 
 CHECKPOINT_KEYS = {"model", "env_id", "obs_dim", "action_dim", "discrete", "normalize_obs"}

@@ -131,6 +131,350 @@ class Args:
     """stop the epochs of an update early once the approximate KL passes this"""
 
 
+def atari_game(env_id: str) -> tuple[str, float]:
+    """Map a gymnasium Atari id to (ROM name, sticky-action probability), or fail with close matches."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    # NoFrameskip-v4 (frameskip 1) and v5 (frameskip 4) ids; v4 without NoFrameskip skips 2-4 frames at random
+    ids = [
+        i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
+    ]
+    if env_id in gym.registry and gym.spec(env_id).entry_point != "ale_py.env:AtariEnv":
+        fail(f"{env_id} is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it ({SCRIPT} plays Atari)")
+    if env_id not in ids:
+        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
+        fail(f"unknown Atari env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    kwargs = gym.spec(env_id).kwargs
+    return kwargs["game"], kwargs["repeat_action_probability"]
+
+
+def make_envs(env_id: str, num_envs: int, cores: int | None = None) -> AtariVectorEnv:
+    """The DeepMind preprocessing (Mnih et al. 2015; Machado et al. 2018), done in ale-py's C++ threads:
+    up to 30 no-ops at reset, FIRE at reset, 4 frames per step max-pooled over the last two, 84x84
+    grayscale, 4-frame stack, 108k-frame time limit. A life loss returns terminated=True and the game
+    goes on (life_loss_info; episodic_life would restart the game). Rewards come back raw: the script
+    logs the real score and clips for learning. SameStep autoreset: a game over returns the next
+    game's first observation at once, so every step returned is a real transition. `cores`: the cores this
+    process may use (all of the machine's by default; its share when several processes train on it)."""
+    game, sticky = atari_game(env_id)
+    return AtariVectorEnv(
+        game,
+        num_envs,
+        repeat_action_probability=sticky,
+        noop_max=30,
+        use_fire_reset=True,
+        episodic_life=False,
+        life_loss_info=True,
+        reward_clipping=False,
+        autoreset_mode="SameStep",
+        # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
+        num_threads=min(num_envs, cores or os.cpu_count() or 1),
+    )
+
+
+def is_game_over(
+    terminated: np.ndarray, truncated: np.ndarray, lives: np.ndarray, prev_lives: np.ndarray
+) -> np.ndarray:
+    """Which envs finished a whole game this step. A termination is a life loss or the game's end; at
+    the end the env has already reset (SameStep) and lives jump back up, so a game is over when a
+    termination comes without lives going down (or the time limit cut it)."""
+    return truncated | (terminated & (lives >= prev_lives))
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
+    # impl detail: orthogonal weights, zero bias (Huang et al. 2022, detail 2)
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class Agent(nn.Module):
+    """Nature-CNN torso (Mnih et al. 2015) shared by the policy pi_theta(a|s) and the baseline V(s)."""
+
+    def __init__(self, num_actions: int):
+        super().__init__()
+        self.torso = nn.Sequential(
+            layer_init(nn.Conv2d(4, 32, 8, stride=4)),  # [B, 32, 20, 20]
+            nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)),  # [B, 64, 9, 9]
+            nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)),  # [B, 64, 7, 7]
+            nn.ReLU(),
+            nn.Flatten(),  # [B, 3136]
+            layer_init(nn.Linear(64 * 7 * 7, 512)),
+            nn.ReLU(),
+        )
+        self.actor = layer_init(nn.Linear(512, num_actions), std=0.01)  # near-uniform initial policy
+        self.critic = layer_init(nn.Linear(512, 1), std=1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 frames [B, 4, 84, 84] -> (action logits [B, A], V(s) [B])."""
+        # channels_last (NHWC) convolutions: 1.25x faster update on this CPU; scale to [0, 1] in place
+        x = obs.contiguous(memory_format=torch.channels_last).float().mul_(1.0 / 255.0)
+        hidden = self.torso(x)
+        return self.actor(hidden), self.critic(hidden).squeeze(-1)
+
+
+def sample_actions(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """a ~ pi_theta(.|s) and log pi_theta(a|s), for a categorical policy given by logits."""
+    logp_all = torch.log_softmax(logits, dim=-1)
+    actions = torch.multinomial(logp_all.exp(), 1).squeeze(-1)
+    return actions, logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def gae(rewards, values, next_values, terminations, truncations, gamma: float, gae_lambda: float) -> torch.Tensor:
+    """Generalized advantage estimation over a rollout, all tensors [T, N].
+
+    delta_t = r_t + gamma (1 - terminated_t) V(s'_t) - V(s_t)
+    A_t     = delta_t + gamma lambda (1 - episode_over_t) A_{t+1}
+
+    s'_t is the state after step t: s_{t+1}, or the last observation of an episode cut by the time
+    limit, which is bootstrapped (the task did not end, only our patience). A termination is not
+    bootstrapped. The sum never runs across an episode's end (episode_over = terminated or truncated).
+    """
+    episode_over = torch.maximum(terminations, truncations)
+    deltas = rewards + gamma * (1.0 - terminations) * next_values - values
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        last = deltas[t] + gamma * gae_lambda * (1.0 - episode_over[t]) * last
+        advantages[t] = last
+    return advantages
+
+
+def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
+    """The policy loss -L^CLIP = -E[min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t)], with the likelihood ratio
+    r_t(theta) = pi_theta(a_t | s_t) / pi_theta_old(a_t | s_t) (ratio [B], computed in log space by the caller).
+
+    Why clipping replaces TRPO's line search: the min takes the pessimistic of the two terms, so once
+    r_t leaves [1 - eps, 1 + eps] in the direction that would increase the objective the gradient is
+    zero; plain first-order SGD can then take many steps on one batch without the policy running far
+    from pi_theta_old, which TRPO ensures with a KL constraint, conjugate gradient and a line search.
+    """
+    return -torch.min(ratio * advantages, torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages).mean()
+
+
+def average_gradients(params: list[nn.Parameter], procs: "Processes") -> None:
+    """After backward, before the clip and the optimizer step: each gradient becomes its mean over the K.
+
+    lecture: the gradient estimate is a mean over the samples of the minibatch, so for K processes with B
+        samples each,  grad (1/(K B)) sum_k sum_b l_kb = (1/K) sum_k grad (1/B) sum_b l_kb :
+    the mean of the K minibatch gradients is the gradient of the objective on their union, a K-times larger
+    minibatch; the K processes take the step one process would take on K B samples. The gradient-norm clip
+    then acts on this averaged (global) gradient, as for one process.
+
+    Why one flat all-reduce and not DistributedDataParallel: one code path for 1 and K processes, no wrapper
+    (state_dict keys, checkpoints and --save-model files stay as they are) and the rollout's forward passes
+    untouched. DDP's gain, overlapping bucketed all-reduces with the backward pass, is small here: the whole
+    gradient is 1.69M floats (6.7 MB), one or two of DDP's buckets, and the backward of four layers is short.
+    Identical gradients into identical Adam states keep the parameters bit-identical on every process.
+    """
+    flat_all_reduce([p.grad for p in params], procs, "the gradient all-reduce")
+
+
+def train(args: Args) -> str | None:
+    """Collect num_steps x num_envs transitions, compute GAE, optimize L^CLIP for update_epochs epochs
+    of shuffled minibatches; repeat. Returns the run folder (None on the processes other than rank 0)."""
+    check_args(args)
+    procs = torchrun_processes(args.dist_timeout)
+    batch_size = args.num_envs * args.num_steps  # this process's batch; the K processes' batch is K times it
+    minibatch_size = batch_size // args.num_minibatches
+    # global_step and --total-timesteps count the steps of all K processes: K x num_envs per step
+    global_batch = procs.size * batch_size
+    num_iterations = args.total_timesteps // global_batch
+    if num_iterations == 0:
+        fail(
+            f"--total-timesteps {args.total_timesteps} is less than one batch of the {procs.size} processes "
+            f"({global_batch}); raise it"
+        )
+    check_gpus(args.cuda, procs)
+    # each process draws its own actions and minibatches (seed + rank); the parameters start equal (broadcast)
+    seed_everything(args.seed + procs.rank, args.torch_deterministic)
+    device = join_process_group(args, procs)
+    run = Run(args, num_iterations * global_batch, writer=procs.rank == 0)
+
+    envs = make_envs(args.env_id, args.num_envs, (os.cpu_count() or 1) // procs.local_size or 1)
+    num_actions = envs.single_action_space.n
+    agent = Agent(num_actions).to(device, memory_format=torch.channels_last)
+    # impl detail: Adam eps 1e-5 instead of 1e-8 (Huang et al. 2022, detail 3)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+
+    # Rollout storage; observations stay uint8 (1 byte per pixel) on the device.
+    T, N = args.num_steps, args.num_envs
+    obs = torch.zeros((T, N, *envs.single_observation_space.shape), dtype=torch.uint8, device=device)
+    actions = torch.zeros((T, N), dtype=torch.long, device=device)
+    logprobs = torch.zeros((T, N), device=device)
+    values = torch.zeros((T, N), device=device)
+    final_values = torch.zeros((T, N), device=device)  # V(last obs) where the time limit cut an episode
+    rewards = np.zeros((T, N), dtype=np.float32)
+    terminations = np.zeros((T, N), dtype=np.float32)
+    truncations = np.zeros((T, N), dtype=np.float32)
+
+    # sub-env i of process r: seed + r * num_envs + i, distinct over all processes
+    next_obs_np, info = envs.reset(seed=run.env_seed(args.seed) + procs.rank * N)
+    lives = info["lives"]
+    game_return = np.zeros(N)  # raw score of each env's current game (all lives)
+    game_length = np.zeros(N, dtype=np.int64)
+    global_step = 0
+
+    def checkpoint() -> dict:  # everything the loop needs to go on (the envs restart their games)
+        model = {"model": agent.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
+        return model | {"optimizer": optimizer.state_dict()}
+
+    if (state := run.resume()) is not None:
+        agent.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        global_step = state["global_step"]
+        if procs.rank > 0:  # resume() gave every process rank 0's generators: draw other numbers again
+            seed_everything(args.seed + procs.rank + global_step, args.torch_deterministic)
+    broadcast_parameters(agent, procs)
+    for iteration in range(global_step // global_batch + 1, num_iterations + 1):
+        if args.anneal_lr:
+            # impl detail: linear learning-rate annealing, to lr / I at the last iteration (Huang et al. 2022, detail 4)
+            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
+
+        # ---- act and observe: one rollout of T steps in N envs, with pi_theta_old ----
+        games = []  # (step, score, length) of the games that end in this rollout
+        with torch.inference_mode():
+            for step in range(T):
+                obs[step] = torch.from_numpy(next_obs_np).to(device, non_blocking=True)
+                logits, values[step] = agent(obs[step])
+                actions[step], logprobs[step] = sample_actions(logits)
+                next_obs_np, reward, terminated, truncated, info = envs.step(actions[step].cpu().numpy())
+                global_step += procs.size * N  # the K processes step in lockstep, one rollout per iteration
+                # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
+                rewards[step] = np.sign(reward)
+                terminations[step], truncations[step] = terminated, truncated
+                game_over = is_game_over(terminated, truncated, info["lives"], lives)
+                lives = info["lives"]
+                game_return += reward
+                game_length += 1
+                if truncated.any():  # rare: bootstrap from the observation the time limit cut off
+                    final_values[step] = torch.where(
+                        torch.from_numpy(truncated).to(device),
+                        agent(torch.from_numpy(info["final_obs"]).to(device))[1],
+                        0.0,
+                    )
+                games += [(global_step, game_return[i], game_length[i]) for i in np.flatnonzero(game_over)]
+                game_return[game_over] = 0
+                game_length[game_over] = 0
+            next_value = agent(torch.from_numpy(next_obs_np).to(device))[1]
+
+            # ---- advantages: reward-to-go minus the baseline V, by GAE(lambda) ----
+            rewards_t = torch.from_numpy(rewards).to(device)
+            terminations_t = torch.from_numpy(terminations).to(device)
+            truncations_t = torch.from_numpy(truncations).to(device)
+            # V(s'_t): the next row of values, the final observation's value where truncated
+            next_values = torch.cat([values[1:], next_value.unsqueeze(0)])
+            next_values = torch.where(truncations_t.bool(), final_values, next_values)
+            advantages = gae(rewards_t, values, next_values, terminations_t, truncations_t, args.gamma, args.gae_lambda)
+            returns = advantages + values  # targets for V: lambda-returns
+        for game_step, score, length in gather_games(games, procs):  # every process's games, logged by rank 0
+            run.log(game_step, {"charts/episodic_return": score, "charts/episodic_length": length})
+
+        # ---- learn: K epochs of shuffled minibatches on the clipped surrogate ----
+        b_obs = obs.reshape(batch_size, *obs.shape[2:])
+        b_actions, b_logprobs = actions.reshape(-1), logprobs.reshape(-1)
+        b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+        clipfracs = []
+        for _epoch in range(args.update_epochs):
+            b_inds = torch.randperm(batch_size, device=device)
+            for start in range(0, batch_size, minibatch_size):
+                mb = b_inds[start : start + minibatch_size]
+                logits, new_values = agent(b_obs[mb])
+                logp_all = torch.log_softmax(logits, dim=-1)
+                new_logprob = logp_all.gather(1, b_actions[mb].unsqueeze(1)).squeeze(1)
+                entropy = -(logp_all.exp() * logp_all).sum(1).mean()
+
+                # lecture: r_t(theta) = pi_theta(a_t|s_t) / pi_theta_old(a_t|s_t), computed in log space
+                logratio = new_logprob - b_logprobs[mb]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    # impl detail: KL(pi_old || pi_theta) ~ E[(r - 1) - log r] (Schulman's k3 estimator)
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
+
+                mb_advantages = b_advantages[mb]
+                if args.norm_adv:
+                    # impl detail: per-minibatch advantage normalization (Huang et al. 2022, detail 7)
+                    # deviation: with K processes, over this process's part of the K minibatches (as CleanRL's
+                    # ppo_atari_multigpu.py), not over their union: it needs no exchange of statistics
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                pg_loss = clipped_surrogate(ratio, mb_advantages, args.clip_coef)
+
+                # baseline V(s): regression to the lambda-returns
+                if args.clip_vloss:
+                    # impl detail: value clipping around the old values (Huang et al. 2022, detail 9)
+                    v_clipped = b_values[mb] + (new_values - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
+                    v_loss = 0.5 * torch.max((new_values - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
+                else:
+                    v_loss = 0.5 * ((new_values - b_returns[mb]) ** 2).mean()
+
+                # PPO's objective: maximize L^CLIP - c1 L^VF + c2 H[pi_theta]
+                loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                average_gradients(list(agent.parameters()), procs)  # K processes: the mean of their gradients
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+            if args.target_kl is not None:
+                # K processes stop the epochs together (or their exchanges would no longer pair up): on the KL
+                # of the K minibatches, the mean of theirs
+                flat_all_reduce([approx_kl], procs, "the KL all-reduce")
+                if approx_kl > args.target_kl:
+                    break
+
+        # how much of the returns' variance the baseline explains (1: all, 0: none)
+        explained_var = 1 - (b_returns - b_values).var() / b_returns.var().clamp(min=1e-8)
+        # with K processes: the mean over the K of each one's last minibatch (explained variance: of its batch);
+        # every process logs the same numbers, so the non-finite guard stops all of them at the same step
+        losses = torch.stack([v_loss, pg_loss, entropy, old_approx_kl, approx_kl, torch.stack(clipfracs).mean()])
+        losses = torch.cat([losses.detach(), explained_var.detach().reshape(1)])
+        flat_all_reduce([losses], procs, "the loss all-reduce")
+        names = ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "explained_variance"]
+        run.log(
+            global_step,
+            {"charts/learning_rate": optimizer.param_groups[0]["lr"]}
+            | {f"losses/{name}": value for name, value in zip(names, losses.tolist(), strict=True)}
+            | {"charts/SPS": run.sps(global_step)},
+        )
+        # signals wait while the processes agree and rank 0 checkpoints: one arriving in between would stop
+        # this process alone, one step earlier than the others
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if procs.size > 1 else None
+        agree_on_signal(run, procs, device)
+        run.step_done(global_step, checkpoint)
+        if blocked is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    envs.close()
+    run.step_done(global_step, checkpoint, final=True)
+    leave_process_group(procs)
+    if procs.rank > 0:  # rank 0 alone saves the model and evaluates it
+        run.close()
+        return None
+
+    if args.save_model:
+        path = os.path.join(run.dir, f"{args.exp_name}.pt")
+        torch.save({"model": agent.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}, path)
+        print(f"saved {path}")
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
+        scores = evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
+        for episode_return in scores:
+            run.log(global_step, {"eval/episodic_return": episode_return})
+        report_scores(scores, args.env_id, args.eval_deterministic, "games")
+        run.log_videos(video_dir)
+    run.close()
+    return run.dir
+
+
+# ---------------------------------------------------------------- Appendix: the plumbing
+# Everything below serves the algorithm above and can be skipped on a first read: the block every script
+# shares (run folder, metrics, checkpoints, resume, signals, the non-finite guard, evaluation records), the
+# checks of the input, loading a saved model, and the evaluation.
+
+
 # --- shared: begin ---
 def fail(message: str) -> NoReturn:
     """Stop before training with a one-line error saying what was wrong and what to do."""
@@ -503,130 +847,6 @@ def load_file(path: str, mmap: bool = False):
 # --- shared: end ---
 
 
-def atari_game(env_id: str) -> tuple[str, float]:
-    """Map a gymnasium Atari id to (ROM name, sticky-action probability), or fail with close matches."""
-    import ale_py
-
-    gym.register_envs(ale_py)
-    # NoFrameskip-v4 (frameskip 1) and v5 (frameskip 4) ids; v4 without NoFrameskip skips 2-4 frames at random
-    ids = [
-        i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
-    ]
-    if env_id in gym.registry and gym.spec(env_id).entry_point != "ale_py.env:AtariEnv":
-        fail(f"{env_id} is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it ({SCRIPT} plays Atari)")
-    if env_id not in ids:
-        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
-        fail(f"unknown Atari env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-    kwargs = gym.spec(env_id).kwargs
-    return kwargs["game"], kwargs["repeat_action_probability"]
-
-
-def make_envs(env_id: str, num_envs: int, cores: int | None = None) -> AtariVectorEnv:
-    """The DeepMind preprocessing (Mnih et al. 2015; Machado et al. 2018), done in ale-py's C++ threads:
-    up to 30 no-ops at reset, FIRE at reset, 4 frames per step max-pooled over the last two, 84x84
-    grayscale, 4-frame stack, 108k-frame time limit. A life loss returns terminated=True and the game
-    goes on (life_loss_info; episodic_life would restart the game). Rewards come back raw: the script
-    logs the real score and clips for learning. SameStep autoreset: a game over returns the next
-    game's first observation at once, so every step returned is a real transition. `cores`: the cores this
-    process may use (all of the machine's by default; its share when several processes train on it)."""
-    game, sticky = atari_game(env_id)
-    return AtariVectorEnv(
-        game,
-        num_envs,
-        repeat_action_probability=sticky,
-        noop_max=30,
-        use_fire_reset=True,
-        episodic_life=False,
-        life_loss_info=True,
-        reward_clipping=False,
-        autoreset_mode="SameStep",
-        # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
-        num_threads=min(num_envs, cores or os.cpu_count() or 1),
-    )
-
-
-def is_game_over(
-    terminated: np.ndarray, truncated: np.ndarray, lives: np.ndarray, prev_lives: np.ndarray
-) -> np.ndarray:
-    """Which envs finished a whole game this step. A termination is a life loss or the game's end; at
-    the end the env has already reset (SameStep) and lives jump back up, so a game is over when a
-    termination comes without lives going down (or the time limit cut it)."""
-    return truncated | (terminated & (lives >= prev_lives))
-
-
-def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
-    # impl detail: orthogonal weights, zero bias (Huang et al. 2022, detail 2)
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias)
-    return layer
-
-
-class Agent(nn.Module):
-    """Nature-CNN torso (Mnih et al. 2015) shared by the policy pi_theta(a|s) and the baseline V(s)."""
-
-    def __init__(self, num_actions: int):
-        super().__init__()
-        self.torso = nn.Sequential(
-            layer_init(nn.Conv2d(4, 32, 8, stride=4)),  # [B, 32, 20, 20]
-            nn.ReLU(),
-            layer_init(nn.Conv2d(32, 64, 4, stride=2)),  # [B, 64, 9, 9]
-            nn.ReLU(),
-            layer_init(nn.Conv2d(64, 64, 3, stride=1)),  # [B, 64, 7, 7]
-            nn.ReLU(),
-            nn.Flatten(),  # [B, 3136]
-            layer_init(nn.Linear(64 * 7 * 7, 512)),
-            nn.ReLU(),
-        )
-        self.actor = layer_init(nn.Linear(512, num_actions), std=0.01)  # near-uniform initial policy
-        self.critic = layer_init(nn.Linear(512, 1), std=1.0)
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 frames [B, 4, 84, 84] -> (action logits [B, A], V(s) [B])."""
-        # channels_last (NHWC) convolutions: 1.25x faster update on this CPU; scale to [0, 1] in place
-        x = obs.contiguous(memory_format=torch.channels_last).float().mul_(1.0 / 255.0)
-        hidden = self.torso(x)
-        return self.actor(hidden), self.critic(hidden).squeeze(-1)
-
-
-def sample_actions(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """a ~ pi_theta(.|s) and log pi_theta(a|s), for a categorical policy given by logits."""
-    logp_all = torch.log_softmax(logits, dim=-1)
-    actions = torch.multinomial(logp_all.exp(), 1).squeeze(-1)
-    return actions, logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-
-
-def gae(rewards, values, next_values, terminations, truncations, gamma: float, gae_lambda: float) -> torch.Tensor:
-    """Generalized advantage estimation over a rollout, all tensors [T, N].
-
-    delta_t = r_t + gamma (1 - terminated_t) V(s'_t) - V(s_t)
-    A_t     = delta_t + gamma lambda (1 - episode_over_t) A_{t+1}
-
-    s'_t is the state after step t: s_{t+1}, or the last observation of an episode cut by the time
-    limit, which is bootstrapped (the task did not end, only our patience). A termination is not
-    bootstrapped. The sum never runs across an episode's end (episode_over = terminated or truncated).
-    """
-    episode_over = torch.maximum(terminations, truncations)
-    deltas = rewards + gamma * (1.0 - terminations) * next_values - values
-    advantages = torch.zeros_like(rewards)
-    last = torch.zeros_like(rewards[0])
-    for t in reversed(range(rewards.shape[0])):
-        last = deltas[t] + gamma * gae_lambda * (1.0 - episode_over[t]) * last
-        advantages[t] = last
-    return advantages
-
-
-def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
-    """The policy loss -L^CLIP = -E[min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t)], with the likelihood ratio
-    r_t(theta) = pi_theta(a_t | s_t) / pi_theta_old(a_t | s_t) (ratio [B], computed in log space by the caller).
-
-    Why clipping replaces TRPO's line search: the min takes the pessimistic of the two terms, so once
-    r_t leaves [1 - eps, 1 + eps] in the direction that would increase the objective the gradient is
-    zero; plain first-order SGD can then take many steps on one batch without the policy running far
-    from pi_theta_old, which TRPO ensures with a KL constraint, conjugate gradient and a line search.
-    """
-    return -torch.min(ratio * advantages, torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages).mean()
-
-
 def check_args(args: Args) -> None:
     """Fail on bad input before anything is allocated."""
     check_common(args)
@@ -740,24 +960,6 @@ def flat_all_reduce(tensors: list[torch.Tensor], procs: Processes, what: str) ->
         t.copy_(chunk.view_as(t))  # copy_ writes into the tensor's own layout (channels_last weights too)
 
 
-def average_gradients(params: list[nn.Parameter], procs: Processes) -> None:
-    """After backward, before the clip and the optimizer step: each gradient becomes its mean over the K.
-
-    lecture: the gradient estimate is a mean over the samples of the minibatch, so for K processes with B
-        samples each,  grad (1/(K B)) sum_k sum_b l_kb = (1/K) sum_k grad (1/B) sum_b l_kb :
-    the mean of the K minibatch gradients is the gradient of the objective on their union, a K-times larger
-    minibatch; the K processes take the step one process would take on K B samples. The gradient-norm clip
-    then acts on this averaged (global) gradient, as for one process.
-
-    Why one flat all-reduce and not DistributedDataParallel: one code path for 1 and K processes, no wrapper
-    (state_dict keys, checkpoints and --save-model files stay as they are) and the rollout's forward passes
-    untouched. DDP's gain, overlapping bucketed all-reduces with the backward pass, is small here: the whole
-    gradient is 1.69M floats (6.7 MB), one or two of DDP's buckets, and the backward of four layers is short.
-    Identical gradients into identical Adam states keep the parameters bit-identical on every process.
-    """
-    flat_all_reduce([p.grad for p in params], procs, "the gradient all-reduce")
-
-
 def broadcast_parameters(module: nn.Module, procs: Processes) -> None:
     """Every process starts from rank 0's parameters (each one's own initialization is overwritten)."""
     if procs.size == 1:
@@ -794,202 +996,6 @@ def agree_on_signal(run: Run, procs: Processes, device: torch.device) -> None:
 def leave_process_group(procs: Processes) -> None:
     if procs.size > 1 and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def train(args: Args) -> str | None:
-    """Collect num_steps x num_envs transitions, compute GAE, optimize L^CLIP for update_epochs epochs
-    of shuffled minibatches; repeat. Returns the run folder (None on the processes other than rank 0)."""
-    check_args(args)
-    procs = torchrun_processes(args.dist_timeout)
-    batch_size = args.num_envs * args.num_steps  # this process's batch; the K processes' batch is K times it
-    minibatch_size = batch_size // args.num_minibatches
-    # global_step and --total-timesteps count the steps of all K processes: K x num_envs per step
-    global_batch = procs.size * batch_size
-    num_iterations = args.total_timesteps // global_batch
-    if num_iterations == 0:
-        fail(
-            f"--total-timesteps {args.total_timesteps} is less than one batch of the {procs.size} processes "
-            f"({global_batch}); raise it"
-        )
-    check_gpus(args.cuda, procs)
-    # each process draws its own actions and minibatches (seed + rank); the parameters start equal (broadcast)
-    seed_everything(args.seed + procs.rank, args.torch_deterministic)
-    device = join_process_group(args, procs)
-    run = Run(args, num_iterations * global_batch, writer=procs.rank == 0)
-
-    envs = make_envs(args.env_id, args.num_envs, (os.cpu_count() or 1) // procs.local_size or 1)
-    num_actions = envs.single_action_space.n
-    agent = Agent(num_actions).to(device, memory_format=torch.channels_last)
-    # impl detail: Adam eps 1e-5 instead of 1e-8 (Huang et al. 2022, detail 3)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
-
-    # Rollout storage; observations stay uint8 (1 byte per pixel) on the device.
-    T, N = args.num_steps, args.num_envs
-    obs = torch.zeros((T, N, *envs.single_observation_space.shape), dtype=torch.uint8, device=device)
-    actions = torch.zeros((T, N), dtype=torch.long, device=device)
-    logprobs = torch.zeros((T, N), device=device)
-    values = torch.zeros((T, N), device=device)
-    final_values = torch.zeros((T, N), device=device)  # V(last obs) where the time limit cut an episode
-    rewards = np.zeros((T, N), dtype=np.float32)
-    terminations = np.zeros((T, N), dtype=np.float32)
-    truncations = np.zeros((T, N), dtype=np.float32)
-
-    # sub-env i of process r: seed + r * num_envs + i, distinct over all processes
-    next_obs_np, info = envs.reset(seed=run.env_seed(args.seed) + procs.rank * N)
-    lives = info["lives"]
-    game_return = np.zeros(N)  # raw score of each env's current game (all lives)
-    game_length = np.zeros(N, dtype=np.int64)
-    global_step = 0
-
-    def checkpoint() -> dict:  # everything the loop needs to go on (the envs restart their games)
-        model = {"model": agent.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
-        return model | {"optimizer": optimizer.state_dict()}
-
-    if (state := run.resume()) is not None:
-        agent.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        global_step = state["global_step"]
-        if procs.rank > 0:  # resume() gave every process rank 0's generators: draw other numbers again
-            seed_everything(args.seed + procs.rank + global_step, args.torch_deterministic)
-    broadcast_parameters(agent, procs)
-    for iteration in range(global_step // global_batch + 1, num_iterations + 1):
-        if args.anneal_lr:
-            # impl detail: linear learning-rate annealing, to lr / I at the last iteration (Huang et al. 2022, detail 4)
-            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
-
-        # ---- act and observe: one rollout of T steps in N envs, with pi_theta_old ----
-        games = []  # (step, score, length) of the games that end in this rollout
-        with torch.inference_mode():
-            for step in range(T):
-                obs[step] = torch.from_numpy(next_obs_np).to(device, non_blocking=True)
-                logits, values[step] = agent(obs[step])
-                actions[step], logprobs[step] = sample_actions(logits)
-                next_obs_np, reward, terminated, truncated, info = envs.step(actions[step].cpu().numpy())
-                global_step += procs.size * N  # the K processes step in lockstep, one rollout per iteration
-                # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
-                rewards[step] = np.sign(reward)
-                terminations[step], truncations[step] = terminated, truncated
-                game_over = is_game_over(terminated, truncated, info["lives"], lives)
-                lives = info["lives"]
-                game_return += reward
-                game_length += 1
-                if truncated.any():  # rare: bootstrap from the observation the time limit cut off
-                    final_values[step] = torch.where(
-                        torch.from_numpy(truncated).to(device),
-                        agent(torch.from_numpy(info["final_obs"]).to(device))[1],
-                        0.0,
-                    )
-                games += [(global_step, game_return[i], game_length[i]) for i in np.flatnonzero(game_over)]
-                game_return[game_over] = 0
-                game_length[game_over] = 0
-            next_value = agent(torch.from_numpy(next_obs_np).to(device))[1]
-
-            # ---- advantages: reward-to-go minus the baseline V, by GAE(lambda) ----
-            rewards_t = torch.from_numpy(rewards).to(device)
-            terminations_t = torch.from_numpy(terminations).to(device)
-            truncations_t = torch.from_numpy(truncations).to(device)
-            # V(s'_t): the next row of values, the final observation's value where truncated
-            next_values = torch.cat([values[1:], next_value.unsqueeze(0)])
-            next_values = torch.where(truncations_t.bool(), final_values, next_values)
-            advantages = gae(rewards_t, values, next_values, terminations_t, truncations_t, args.gamma, args.gae_lambda)
-            returns = advantages + values  # targets for V: lambda-returns
-        for game_step, score, length in gather_games(games, procs):  # every process's games, logged by rank 0
-            run.log(game_step, {"charts/episodic_return": score, "charts/episodic_length": length})
-
-        # ---- learn: K epochs of shuffled minibatches on the clipped surrogate ----
-        b_obs = obs.reshape(batch_size, *obs.shape[2:])
-        b_actions, b_logprobs = actions.reshape(-1), logprobs.reshape(-1)
-        b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
-        clipfracs = []
-        for _epoch in range(args.update_epochs):
-            b_inds = torch.randperm(batch_size, device=device)
-            for start in range(0, batch_size, minibatch_size):
-                mb = b_inds[start : start + minibatch_size]
-                logits, new_values = agent(b_obs[mb])
-                logp_all = torch.log_softmax(logits, dim=-1)
-                new_logprob = logp_all.gather(1, b_actions[mb].unsqueeze(1)).squeeze(1)
-                entropy = -(logp_all.exp() * logp_all).sum(1).mean()
-
-                # lecture: r_t(theta) = pi_theta(a_t|s_t) / pi_theta_old(a_t|s_t), computed in log space
-                logratio = new_logprob - b_logprobs[mb]
-                ratio = logratio.exp()
-                with torch.no_grad():
-                    # impl detail: KL(pi_old || pi_theta) ~ E[(r - 1) - log r] (Schulman's k3 estimator)
-                    old_approx_kl = (-logratio).mean()
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
-
-                mb_advantages = b_advantages[mb]
-                if args.norm_adv:
-                    # impl detail: per-minibatch advantage normalization (Huang et al. 2022, detail 7)
-                    # deviation: with K processes, over this process's part of the K minibatches (as CleanRL's
-                    # ppo_atari_multigpu.py), not over their union: it needs no exchange of statistics
-                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-                pg_loss = clipped_surrogate(ratio, mb_advantages, args.clip_coef)
-
-                # baseline V(s): regression to the lambda-returns
-                if args.clip_vloss:
-                    # impl detail: value clipping around the old values (Huang et al. 2022, detail 9)
-                    v_clipped = b_values[mb] + (new_values - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
-                    v_loss = 0.5 * torch.max((new_values - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
-                else:
-                    v_loss = 0.5 * ((new_values - b_returns[mb]) ** 2).mean()
-
-                # PPO's objective: maximize L^CLIP - c1 L^VF + c2 H[pi_theta]
-                loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                average_gradients(list(agent.parameters()), procs)  # K processes: the mean of their gradients
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
-            if args.target_kl is not None:
-                # K processes stop the epochs together (or their exchanges would no longer pair up): on the KL
-                # of the K minibatches, the mean of theirs
-                flat_all_reduce([approx_kl], procs, "the KL all-reduce")
-                if approx_kl > args.target_kl:
-                    break
-
-        # how much of the returns' variance the baseline explains (1: all, 0: none)
-        explained_var = 1 - (b_returns - b_values).var() / b_returns.var().clamp(min=1e-8)
-        # with K processes: the mean over the K of each one's last minibatch (explained variance: of its batch);
-        # every process logs the same numbers, so the non-finite guard stops all of them at the same step
-        losses = torch.stack([v_loss, pg_loss, entropy, old_approx_kl, approx_kl, torch.stack(clipfracs).mean()])
-        losses = torch.cat([losses.detach(), explained_var.detach().reshape(1)])
-        flat_all_reduce([losses], procs, "the loss all-reduce")
-        names = ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "explained_variance"]
-        run.log(
-            global_step,
-            {"charts/learning_rate": optimizer.param_groups[0]["lr"]}
-            | {f"losses/{name}": value for name, value in zip(names, losses.tolist(), strict=True)}
-            | {"charts/SPS": run.sps(global_step)},
-        )
-        # signals wait while the processes agree and rank 0 checkpoints: one arriving in between would stop
-        # this process alone, one step earlier than the others
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if procs.size > 1 else None
-        agree_on_signal(run, procs, device)
-        run.step_done(global_step, checkpoint)
-        if blocked is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    envs.close()
-    run.step_done(global_step, checkpoint, final=True)
-    leave_process_group(procs)
-    if procs.rank > 0:  # rank 0 alone saves the model and evaluates it
-        run.close()
-        return None
-
-    if args.save_model:
-        path = os.path.join(run.dir, f"{args.exp_name}.pt")
-        torch.save({"model": agent.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}, path)
-        print(f"saved {path}")
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
-        scores = evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
-        for episode_return in scores:
-            run.log(global_step, {"eval/episodic_return": episode_return})
-        report_scores(scores, args.env_id, args.eval_deterministic, "games")
-        run.log_videos(video_dir)
-    run.close()
-    return run.dir
 
 
 def load_checkpoint(path: str, device: torch.device) -> tuple[Agent, str]:

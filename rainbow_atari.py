@@ -177,17 +177,518 @@ DER_PRESET.update(train_frequency=1, target_network_frequency=2_000, network="de
 NETWORK_FLAGS = ("network", "dueling", "distributional", "n_atoms", "v_min", "v_max", "noisy", "sigma0")
 
 
-def parse_args(argv: list[str] | None = None, env_default: str | None = None) -> Args:
-    """Flags -> Args. With --preset der, DER_PRESET replaces the defaults (--help shows them) and the flags are read
-    on top of it, so `--preset der --n-step 10` is DER with n = 10, whatever the order of the flags. env_default: the
-    --env-id when none is given (an evaluated model's own)."""
-    argv = sys.argv[1:] if argv is None else argv
-    der = "--preset=der" in argv or ("--preset", "der") in zip(argv, argv[1:], strict=False)
-    default = dataclasses.replace(Args(), preset="der", **DER_PRESET) if der else Args()
-    args = tyro.cli(Args, args=argv, default=dataclasses.replace(default, env_id=env_default or default.env_id))
-    if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
-        args = tyro.cli(Args, args=argv, default=resume_defaults(args))
-    return args
+def atari_game(env_id: str) -> tuple[str, float]:
+    """Map a gymnasium Atari id to (ROM name, sticky-action probability), or fail with close matches."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    # NoFrameskip-v4 (frameskip 1) and v5 (frameskip 4) ids; v4 without NoFrameskip skips 2-4 frames at random
+    ids = [
+        i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
+    ]
+    if env_id in gym.registry and gym.spec(env_id).entry_point != "ale_py.env:AtariEnv":
+        fail(f"{env_id} is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it ({SCRIPT} plays Atari)")
+    if env_id not in ids:
+        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
+        fail(f"unknown Atari env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    kwargs = gym.spec(env_id).kwargs
+    return kwargs["game"], kwargs["repeat_action_probability"]
+
+
+def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
+    """The DeepMind preprocessing (Mnih et al. 2015; Machado et al. 2018), done in ale-py's C++ threads:
+    up to 30 no-ops at reset, FIRE at reset, 4 frames per step max-pooled over the last two, 84x84
+    grayscale, 4-frame stack, 108k-frame time limit. A life loss returns terminated=True and the game
+    goes on (life_loss_info; episodic_life would restart the game). Rewards come back raw: the script
+    logs the real score and clips for learning. SameStep autoreset: a game over returns the next
+    game's first observation at once, so every step returned is a real transition."""
+    game, sticky = atari_game(env_id)
+    return AtariVectorEnv(
+        game,
+        num_envs,
+        repeat_action_probability=sticky,
+        noop_max=30,
+        use_fire_reset=True,
+        episodic_life=False,
+        life_loss_info=True,
+        reward_clipping=False,
+        autoreset_mode="SameStep",
+        # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
+        num_threads=min(num_envs, os.cpu_count() or 1),
+    )
+
+
+def is_game_over(
+    terminated: np.ndarray, truncated: np.ndarray, lives: np.ndarray, prev_lives: np.ndarray
+) -> np.ndarray:
+    """Which envs finished a whole game this step. A termination is a life loss or the game's end; at
+    the end the env has already reset (SameStep) and lives jump back up, so a game is over when a
+    termination comes without lives going down (or the time limit cut it)."""
+    return truncated | (terminated & (lives >= prev_lives))
+
+
+class NoisyLinear(nn.Module):
+    """6. Noisy nets, factorised Gaussian noise (Fortunato et al. 2018, section 3):
+        y = (mu_w + sigma_w * eps_w) x + mu_b + sigma_b * eps_b,  eps_w = f(eps_out) f(eps_in)^T,  eps_b = f(eps_out)
+    with eps_in, eps_out ~ N(0, 1) and f(x) = sgn(x) sqrt(|x|): p + q noise draws instead of p q. In eval mode the
+    noise is off (y = mu_w x + mu_b), the mean network."""
+
+    def __init__(self, in_features: int, out_features: int, sigma0: float):
+        super().__init__()
+        bound = in_features**-0.5  # mu ~ U[-1/sqrt(p), 1/sqrt(p)], sigma = sigma0 / sqrt(p), p inputs (paper)
+        self.weight_mu = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
+        self.bias_mu = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
+        self.weight_sigma = nn.Parameter(torch.full((out_features, in_features), sigma0 * bound))
+        self.bias_sigma = nn.Parameter(torch.full((out_features,), sigma0 * bound))
+        self.register_buffer("eps_in", torch.zeros(in_features), persistent=False)
+        self.register_buffer("eps_out", torch.zeros(out_features), persistent=False)
+
+    def reset_noise(self) -> None:
+        for eps in (self.eps_in, self.eps_out):
+            x = torch.randn_like(eps)
+            eps.copy_(x.sign() * x.abs().sqrt())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = F.linear(x, self.weight_mu, self.bias_mu)
+        if not self.training:
+            return mean
+        # (sigma_w * f(eps_out) f(eps_in)^T) x = f(eps_out) * (sigma_w (f(eps_in) * x)): no [out, in] noise matrix
+        return mean + F.linear(x * self.eps_in, self.weight_sigma, self.bias_sigma) * self.eps_out
+
+
+class RainbowNetwork(nn.Module):
+    """Stacked frames in; per action the logits of the return distribution on the atoms (K = n_atoms), or
+    Q itself (K = 1) without distributional RL. The linear layers are noisy with noisy nets.
+    3. dueling: Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a'), per atom (the mean makes V and A identifiable)."""
+
+    def __init__(self, frames: int, num_actions: int, network: str, dueling: bool, distributional: bool,
+                 n_atoms: int, v_min: float, v_max: float, noisy: bool, sigma0: float):  # fmt: skip
+        super().__init__()
+        if network == "nature":  # Mnih et al. 2015
+            convs = [nn.Conv2d(frames, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU()]
+            convs += [nn.Conv2d(64, 64, 3, stride=1)]  # [B, 64, 7, 7]
+            features, hidden = 64 * 7 * 7, 512
+        else:  # Data-Efficient Rainbow (van Hasselt et al. 2019)
+            convs = [nn.Conv2d(frames, 32, 5, stride=5), nn.ReLU(), nn.Conv2d(32, 64, 5, stride=5)]  # [B, 64, 3, 3]
+            features, hidden = 64 * 3 * 3, 256
+        self.torso = nn.Sequential(*convs, nn.ReLU(), nn.Flatten())  # [B, features]
+        # impl detail: channels_last (NHWC) makes the Nature CNN's update 1.25x faster on CPU (see ppo_atari.py);
+        # DER's two stride-5 convs are faster in the plain NCHW layout here (a DER update 1.2x)
+        self.layout = torch.channels_last if network == "nature" else torch.contiguous_format
+        self.to(memory_format=self.layout)
+        self.num_actions, self.atoms = num_actions, n_atoms if distributional else 1
+        linear = functools.partial(NoisyLinear, sigma0=sigma0) if noisy else nn.Linear
+
+        def stream(outputs: int) -> nn.Sequential:
+            return nn.Sequential(linear(features, hidden), nn.ReLU(), linear(hidden, outputs))
+
+        self.advantage = stream(num_actions * self.atoms)  # A(s, .); without dueling it is Q(s, .) itself
+        self.value = stream(self.atoms) if dueling else None  # V(s)
+        self.register_buffer("support", torch.linspace(v_min, v_max, n_atoms) if distributional else None)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """uint8 frames [B, 4, 84, 84] -> [B, A, K]."""
+        x = self.torso(obs.contiguous(memory_format=self.layout).float().mul_(1.0 / 255.0))  # to [0, 1] in place
+        advantage = self.advantage(x).view(-1, self.num_actions, self.atoms)  # [B, A, K]
+        if self.value is None:
+            return advantage
+        # 3. dueling: Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a') (per atom, before the softmax, as in Rainbow).
+        # V + A alone is not identifiable (V + c and A - c give the same Q): pinning A's mean over actions to 0 makes
+        # V the state's value; the mean rather than the max (A(s, a*) = 0) is steadier, since A then only has to
+        # move as fast as its mean, not follow every change of the best action (Wang et al. 2016, eq. 9).
+        return self.value(x).view(-1, 1, self.atoms) + advantage - advantage.mean(dim=1, keepdim=True)
+
+    def q_values(self, out: torch.Tensor) -> torch.Tensor:
+        """[B, A, K] -> Q(s, a) [B, A]: the mean of the distribution, Q(s, a) = sum_i z_i p_i(s, a), or the scalar."""
+        return (out.softmax(dim=2) * self.support).sum(dim=2) if self.support is not None else out[:, :, 0]
+
+    def reset_noise(self) -> None:
+        for layer in self.modules():
+            if isinstance(layer, NoisyLinear):
+                layer.reset_noise()
+
+
+class SumTree:
+    """2. The priorities p_i of the replay slots as a binary tree of sums in one flat tensor: node k holds the sum
+    of its children 2k and 2k + 1, the leaves (one per slot, padded to a power of two) are nodes [L, 2L), the root
+    (node 1) holds sum_i p_i. Setting B priorities, or drawing B slots, walks the log2(L) levels once for the batch."""
+
+    def __init__(self, size: int, device: torch.device):
+        self.depth = max(1, (size - 1).bit_length())
+        self.leaves = 1 << self.depth
+        self.nodes = torch.zeros(2 * self.leaves, dtype=torch.float64, device=device)  # float64: sums of 1M values
+
+    def total(self) -> torch.Tensor:
+        return self.nodes[1]
+
+    def get(self, index: torch.Tensor) -> torch.Tensor:
+        return self.nodes[self.leaves + index]
+
+    def set(self, index: torch.Tensor, priorities: torch.Tensor) -> None:
+        node = self.leaves + index
+        self.nodes[node] = priorities
+        for _ in range(self.depth):  # the sums on the paths to the root, one level at a time
+            node = node // 2
+            self.nodes[node] = self.nodes[2 * node] + self.nodes[2 * node + 1]
+
+    def find(self, mass: torch.Tensor) -> torch.Tensor:
+        """The leaf i with sum_{j<i} p_j <= u < sum_{j<=i} p_j for each u in mass: u ~ U[0, total) draws i with
+        probability p_i / sum_k p_k."""
+        node = torch.ones_like(mass, dtype=torch.long)
+        for _ in range(self.depth):
+            left = self.nodes[2 * node]
+            # past the left subtree's mass: go right, but never into an empty subtree (rounding at its edge)
+            right = (mass >= left) & (self.nodes[2 * node + 1] > 0)
+            mass = torch.where(right, mass - left, mass)
+            node = 2 * node + right
+        return node - self.leaves
+
+
+class ReplayMemory:
+    """The replay memory D: each 84x84 frame stored once, n-step transitions rebuilt at sample time, prioritized.
+
+    As in dqn_atari.py: each env writes its own ring of slots; slot i holds the newest frame of an observation and
+    the action, sign(r) and termination of the step taken from it, so s_t is rebuilt from slots t-3..t (frames from
+    before the game's first zero-filled, as the env's own stack after a reset: bit for bit what the env returned).
+    At a game's end (the last life lost, or a time-limit truncation) the env has already reset (SameStep): the
+    game's final observation from info["final_obs"] takes one extra slot marked `last` (no step starts there), and
+    the next game starts after it. A transition starting at slot t covers the steps t..t+m-1 and bootstraps from
+    s_{t+m}: m = n, or fewer when the episode ends first: at a termination (life lost or game over: no bootstrap)
+    or at a truncation (bootstrap from the final observation). It can be sampled once n steps are stored after t.
+    Slots that are not such a start have priority 0 in the sum tree, so they are never drawn.
+    """
+
+    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple, device: torch.device, n_step: int = 1,
+                 gamma: float = 0.99, alpha: float = 0.0, eps: float = 1e-6):  # fmt: skip
+        self.stack, self.n_step, self.gamma, self.alpha, self.eps = obs_shape[0], n_step, gamma, alpha, eps
+        self.slots = -(-capacity // num_envs)  # slots per env
+        shape = (num_envs, self.slots)
+        # empty, not zeros: untouched pages take no RAM, so memory use grows as the ring fills
+        # one frame per slot (env e's slot i at e * slots + i) and, after the last slot, an all-zero frame
+        self.frames = torch.empty((num_envs * self.slots + 1, *obs_shape[1:]), dtype=torch.uint8, device=device)
+        self.frames[-1] = 0
+        self.actions = torch.zeros(shape, dtype=torch.uint8, device=device)
+        self.rewards = torch.zeros(shape, dtype=torch.int8, device=device)  # sign(r) in {-1, 0, 1}
+        self.terminations = torch.zeros(shape, dtype=torch.bool, device=device)
+        # frames of the same game before this slot's, capped at stack - 1: how far back s may reach
+        self.history = torch.zeros(shape, dtype=torch.uint8, device=device)
+        self.last = torch.zeros(shape, dtype=torch.bool, device=device)  # a game's final observation
+        self.tree = SumTree(num_envs * self.slots, device)  # leaf e * slots + i: p_i^alpha of env e's slot i
+        self.max_priority = torch.ones((), dtype=torch.float64, device=device)  # p^alpha of new transitions
+        self.cur = torch.full((num_envs,), -1, dtype=torch.long, device=device)  # slot of each env's s
+        self.filled = torch.zeros(num_envs, dtype=torch.long, device=device)  # slots written, up to slots
+        self.env_ids = torch.arange(num_envs, device=device)
+        self.stack_offsets = torch.arange(1 - self.stack, 1, device=device)  # slots of s_t: t-3 .. t
+        self.steps = torch.arange(n_step, device=device)  # k = 0 .. n-1
+        # slots whose validity an append at slot j changes: j - n (its n steps are now stored), j itself (no step
+        # yet) and the oldest j + 1 .. j + 3 (their stack may have reached into the overwritten slot)
+        self.around = torch.tensor([-n_step, *range(self.stack)], device=device)
+        self.device = device
+
+    @staticmethod
+    def bytes_per_slot(obs_shape: tuple) -> int:
+        """One frame, 5 one-byte fields (action, reward, termination, history, last), two float64 tree nodes."""
+        return int(np.prod(obs_shape[1:])) + 5 + 2 * 8
+
+    def _append(self, envs: torch.Tensor, frames: np.ndarray, history: torch.Tensor | int, last) -> None:
+        slot = (self.cur[envs] + 1) % self.slots
+        self.frames[envs * self.slots + slot] = torch.from_numpy(frames).to(self.device)
+        self.history[envs, slot] = history
+        self.last[envs, slot] = last
+        self.cur[envs] = slot
+        self.filled[envs] = (self.filled[envs] + 1).clamp_(max=self.slots)
+        # invalid slots get priority 0; a slot that becomes valid gets the highest priority so far (Schaul et al.)
+        leaf = (envs[:, None] * self.slots + (slot[:, None] + self.around) % self.slots).flatten()  # [E' * 5]
+        old, valid = self.tree.get(leaf), self.valid(leaf // self.slots, leaf % self.slots)
+        self.tree.set(leaf, torch.where(valid, torch.where(old > 0, old, self.max_priority), 0))
+
+    def reset(self, obs: np.ndarray) -> None:
+        """The first observation of each env's first game."""
+        self._append(self.env_ids, obs[:, -1], 0, False)
+
+    def add(self, actions, rewards, terminations, next_obs, game_over, final_obs) -> None:
+        """Store (a, sign(r), terminated) for each env's current s, then append s' (numpy arrays, [N, ...])."""
+        e, slot = self.env_ids, self.cur
+        self.actions[e, slot] = torch.from_numpy(actions.astype(np.uint8)).to(self.device)
+        self.rewards[e, slot] = torch.from_numpy(np.sign(rewards).astype(np.int8)).to(self.device)
+        self.terminations[e, slot] = torch.from_numpy(terminations).to(self.device)
+        history = (self.history[e, slot] + 1).clamp_(max=self.stack - 1)
+        if not game_over.any():
+            self._append(e, next_obs[:, -1], history, False)
+            return
+        # a game ended: s' is its final observation; the reset observation starts the next game after it
+        game_over_t = torch.from_numpy(game_over).to(self.device)
+        self._append(e, np.where(game_over[:, None, None], final_obs[:, -1], next_obs[:, -1]), history, game_over_t)
+        self._append(e[game_over_t], next_obs[game_over, -1], 0, False)
+
+    def valid(self, envs: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Slots a transition starts from: n steps stored after it, all of s still there, not a game's end."""
+        age = (self.cur[envs] - slots) % self.slots  # 0: the current s, whose step is not taken yet
+        reach = self.history[envs, slots].long()
+        return (age >= self.n_step) & (age + reach < self.filled[envs]) & ~self.last[envs, slots]
+
+    def sample(self, batch_size: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(envs, slots, importance weights) of a minibatch drawn with P(i) = p_i^alpha / sum_k p_k^alpha."""
+        # stratified: one draw from each of B equal parts of the total mass (Schaul et al. 2016, Appendix B.2.1)
+        u = torch.rand(batch_size, dtype=torch.float64, device=self.device)
+        leaf = self.tree.find((torch.arange(batch_size, device=self.device) + u) * (self.tree.total() / batch_size))
+        return leaf // self.slots, leaf % self.slots, importance_weights(self.tree.get(leaf), beta)
+
+    def update_priorities(self, envs: torch.Tensor, slots: torch.Tensor, td_errors: torch.Tensor) -> None:
+        """p_i = |delta_i| + eps, stored as p_i^alpha (alpha 0: all 1, uniform sampling)."""
+        priorities = (td_errors.double() + self.eps) ** self.alpha
+        self.tree.set(envs * self.slots + slots, priorities)
+        self.max_priority = torch.maximum(self.max_priority, priorities.max())
+
+    def stack_at(self, envs: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """The observation whose newest frame is at the slot: frames i-3..i, zero before the game's first."""
+        window = envs[:, None] * self.slots + (slots[:, None] + self.stack_offsets) % self.slots  # [B, 4]
+        before_start = self.stack_offsets < -self.history[envs, slots, None].long()  # [B, 4]
+        window.masked_fill_(before_start, len(self.frames) - 1)  # frames before the game's first: the zero frame
+        # index_select copies whole frames: 15x faster here than advanced indexing, which goes byte by byte
+        return self.frames.index_select(0, window.flatten()).view(*window.shape, *self.frames.shape[1:])
+
+    def transitions(self, envs: torch.Tensor, slots: torch.Tensor):
+        """(s_t, a_t, R_t^(m), gamma^m (1 - terminated), s_{t+m}) at the given slots, for the whole batch at once."""
+        window = (slots[:, None] + self.steps) % self.slots  # [B, n]: the steps t .. t+n-1
+        e = envs[:, None]
+        terminations = self.terminations[e, window]
+        # the step from slot t+k ends the episode if it terminates, or if its s' is a game's final observation
+        episode_ends = terminations | self.last[e, (window + 1) % self.slots]  # [B, n]
+        returns, m, terminated = n_step_return(self.rewards[e, window], terminations, episode_ends, self.gamma)
+        discounts = self.gamma**m * ~terminated  # no bootstrap through a termination
+        obs, next_obs = self.stack_at(envs, slots), self.stack_at(envs, (slots + m) % self.slots)
+        return obs, self.actions[envs, slots].long(), returns, discounts, next_obs
+
+    def restart(self, obs: np.ndarray) -> None:
+        """On resuming: each env's game in progress ends at its current slot, marked `last` (as a truncation whose
+        final observation is there), and the envs' new games start after it."""
+        self.last[self.env_ids, self.cur] = True
+        self.reset(obs)
+
+    FIELDS = ("actions", "rewards", "terminations", "history", "last", "cur", "filled", "max_priority")
+
+    def state_dict(self) -> dict:
+        """All that is written, for a checkpoint: each env's frames up to its filled slots, the small fields, the
+        priorities (the sum tree)."""
+        frames = [own_storage(self.frames[e * self.slots :][:n]) for e, n in enumerate(self.filled.tolist())]
+        fields = {name: getattr(self, name) for name in self.FIELDS}
+        return {"frames": frames, "tree": self.tree.nodes} | fields
+
+    def load_state_dict(self, state: dict) -> None:
+        for e, frames in enumerate(state["frames"]):  # from a memory-mapped file: read as they are copied
+            self.frames[e * self.slots :][: len(frames)] = frames
+        self.tree.nodes.copy_(state["tree"])
+        for name in self.FIELDS:
+            getattr(self, name).copy_(state[name])
+
+
+def n_step_return(rewards: torch.Tensor, terminations: torch.Tensor, episode_ends: torch.Tensor, gamma: float):
+    """4. R_t^(m) = r_t + gamma r_{t+1} + ... + gamma^{m-1} r_{t+m-1}: m = n, or the steps up to and including the
+    first that ends the episode. [B, n] each -> (R [B], m [B], terminated [B]: an episode end within the m steps
+    was a termination, so there is no bootstrap; after a truncation the target bootstraps from s_{t+m})."""
+    # step k counts when no episode ended before it (an exclusive cumulative sum of the ends)
+    counted = (episode_ends.cumsum(dim=1) - episode_ends.long()) == 0  # [B, n]
+    discounts = gamma ** torch.arange(rewards.shape[1], device=rewards.device)  # gamma^k
+    returns = (rewards * discounts * counted).sum(dim=1)
+    return returns, counted.sum(dim=1), (terminations & counted).any(dim=1)
+
+
+def importance_weights(priorities: torch.Tensor, beta: float) -> torch.Tensor:
+    """2. w_i = (N P(i))^-beta / max_j w_j, P(i) = p_i^alpha / sum_k p_k^alpha (priorities holds p_i^alpha). The max is
+    over the minibatch, so N and the sum cancel: w_i = (p_i^alpha / min_j p_j^alpha)^-beta, 1 for the rarest."""
+    return (priorities / priorities.min()) ** -beta
+
+
+def project_distribution(returns, discounts, next_probs: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """5. Phi T Z: the Bellman update moves atom z_j to T z_j = R + gamma^m z_j (clipped to [v_min, v_max]), off
+    the support; its probability p_j(s_{t+m}, a*) is split between the two nearest atoms by closeness:
+        (Phi T Z)_i = sum_j [1 - |T z_j - z_i| / dz]_0^1 p_j(s_{t+m}, a*)      (Bellemare et al. 2017, eq. 7)
+    returns, discounts [B], next_probs [B, K] -> [B, K], with one scatter-add for the whole batch."""
+    batch, atoms = next_probs.shape
+    dz = (support[-1] - support[0]) / (atoms - 1)
+    tz = (returns[:, None] + discounts[:, None] * support).clamp(support[0], support[-1])  # [B, K]
+    b = (tz - support[0]) / dz  # T z_j's position on the atoms, in [0, K-1]
+    lower = b.floor().long().clamp(0, atoms - 2)  # z_l <= T z_j <= z_{l+1} (l = K-2 at the top edge)
+    upper_share = b - lower  # 1 - |T z_j - z_{l+1}| / dz; the rest, 1 - |T z_j - z_l| / dz, goes to z_l
+    rows = torch.arange(batch, device=b.device)[:, None] * atoms
+    index = torch.cat([(rows + lower).flatten(), (rows + lower + 1).flatten()])
+    mass = torch.cat([(next_probs * (1 - upper_share)).flatten(), (next_probs * upper_share).flatten()])
+    return torch.zeros(batch * atoms, device=b.device).index_add_(0, index, mass).view(batch, atoms)
+
+
+def rainbow_loss(q_net, target_net, obs, actions, returns, discounts, next_obs, double: bool):
+    """Per-transition losses of a minibatch and the errors that set their new priorities, for C51 or scalar Q.
+    1. double Q-learning: a* = argmax_a' Q_theta(s', a') picks with the online net, Q_theta'(s', a*) values it."""
+    rows = torch.arange(len(actions), device=actions.device)
+    out = q_net(obs)[rows, actions]  # [B, K]: the logits of Z_theta(s_t, a_t), or Q_theta(s_t, a_t)
+    with torch.no_grad():
+        next_out = target_net(next_obs)  # [B, A, K]
+        # 1. double Q-learning: a* = argmax_a' Q_theta(s_{t+m}, a') by the online net, valued by theta'
+        next_actions = q_net.q_values(q_net(next_obs) if double else next_out).argmax(dim=1)
+        next_out = next_out[rows, next_actions]  # [B, K]
+        if q_net.support is not None:  # 5. the target distribution, projected on the atoms
+            target = project_distribution(returns, discounts, next_out.softmax(dim=1), q_net.support)
+        else:  # y = R_t^(m) + gamma^m (1 - terminated) Q_theta'(s_{t+m}, a*)
+            td_target = returns + discounts * next_out[:, 0]
+    if q_net.support is not None:
+        # cross-entropy -sum_i (Phi T Z)_i log p_i(s_t, a_t): the KL divergence up to the target's entropy
+        cross_entropy = -(target * out.log_softmax(dim=1)).sum(dim=1)
+        q_sa = (out.detach().softmax(dim=1) * q_net.support).sum(dim=1)
+        return cross_entropy, cross_entropy.detach(), q_sa
+    td_error = td_target - out[:, 0]  # the lecture's squared TD error
+    return td_error**2, td_error.detach().abs(), out.detach()[:, 0]
+
+
+def linear_schedule(start: float, end: float, duration: float, t: int) -> float:
+    """From start at t = 0 linearly to end at t = duration, then end (epsilon down, beta up)."""
+    return start + (end - start) * min(t / max(duration, 1), 1.0)
+
+
+def epsilon_greedy(q_net: RainbowNetwork, obs: np.ndarray, epsilon: float, rng: np.random.Generator, device):
+    """a <- argmax_a Q_theta(s, a) with probability 1 - epsilon, rand(A) otherwise; obs [N, 4, 84, 84]."""
+    explore = rng.random(len(obs)) < epsilon
+    actions = rng.integers(q_net.num_actions, size=len(obs))
+    if not explore.all():  # no forward pass while every env explores (the warm-up)
+        with torch.inference_mode():
+            greedy = q_net.q_values(q_net(torch.from_numpy(obs).to(device))).argmax(dim=1).cpu().numpy()
+        actions = np.where(explore, actions, greedy)
+    return actions
+
+
+def train(args: Args) -> str:
+    """Act (noisy greedy, or epsilon-greedy), store each step in the replay memory, and every --train-frequency
+    steps take one gradient step on a prioritized minibatch of n-step transitions; copy theta into theta' every
+    --target-network-frequency steps. Returns the run folder."""
+    check_args(args)
+    seed_everything(args.seed, args.torch_deterministic)
+    device, buffer_device = pick_device(args.cuda), torch.device(args.buffer_device)
+    envs = make_envs(args.env_id, args.num_envs)
+    obs_shape, num_actions = envs.single_observation_space.shape, envs.single_action_space.n
+    check_memory(args, obs_shape)
+    N = args.num_envs
+    num_iterations = args.total_timesteps // N
+    run = Run(args, num_iterations * N)
+
+    config = {name: getattr(args, name) for name in NETWORK_FLAGS}
+    q_net = RainbowNetwork(obs_shape[0], num_actions, **config).to(device)
+    target_net = RainbowNetwork(obs_shape[0], num_actions, **config).to(device)
+    target_net.load_state_dict(q_net.state_dict())
+    target_net.requires_grad_(False)
+    # impl detail: fused Adam, one kernel for all parameters (on CPU the default loops over them, op by op)
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
+    # --no-prioritized is alpha = 0: every valid slot has priority p^0 = 1, uniform sampling, all weights 1
+    alpha = args.prioritized_replay_alpha if args.prioritized else 0.0
+    memory_args = (args.n_step, args.gamma, alpha, args.prioritized_replay_eps)
+    memory = ReplayMemory(args.buffer_size, N, obs_shape, buffer_device, *memory_args)
+    loss_name = "losses/cross_entropy" if args.distributional else "losses/td_loss"
+    rng = np.random.default_rng(args.seed)  # exploration
+    epsilon_decay_steps = args.exploration_fraction * args.total_timesteps  # --no-noisy
+
+    obs, info = envs.reset(seed=run.env_seed(args.seed))
+    lives = info["lives"]
+    game_return = np.zeros(N)  # raw score of each env's current game (all lives)
+    game_length = np.zeros(N, dtype=np.int64)
+    global_step = updates = 0
+    learning_starts = args.learning_starts
+
+    def checkpoint() -> dict:  # everything the loop needs to go on (the envs restart their games)
+        model = {"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions), "network": config}
+        state = model | {"target": target_net.state_dict(), "optimizer": optimizer.state_dict(), "updates": updates}
+        state["exploration_rng"] = rng.bit_generator.state
+        return state | ({"replay": memory.state_dict()} if args.checkpoint_replay else {})
+
+    if (state := run.resume()) is None:
+        memory.reset(obs)
+    else:
+        q_net.load_state_dict(state["model"])
+        target_net.load_state_dict(state["target"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["exploration_rng"]
+        global_step, updates = state["global_step"], state["updates"]
+        if "replay" in state:
+            memory.load_state_dict(state.pop("replay"))
+            memory.restart(obs)
+        else:  # no replay memory saved: fill it again before learning goes on
+            memory.reset(obs)
+            learning_starts = global_step + args.learning_starts
+    for _ in range(global_step // N, num_iterations):
+        # ---- act: greedy on the noisy Q_theta (fresh noise each step), or epsilon-greedy ----
+        if global_step < args.learning_starts:
+            epsilon = 1.0  # impl detail: uniform random actions while the memory fills (Dopamine's warm-up)
+        elif args.noisy:
+            epsilon = 0.0  # 6. noisy nets explore by themselves (Hessel et al. 2018: epsilon 0)
+            q_net.reset_noise()
+        else:
+            epsilon = linear_schedule(args.start_e, args.end_e, epsilon_decay_steps, global_step)
+        actions = epsilon_greedy(q_net, obs, epsilon, rng, device)
+
+        # ---- observe and store ----
+        next_obs, reward, terminated, truncated, info = envs.step(actions)
+        global_step += N
+        game_over = is_game_over(terminated, truncated, info["lives"], lives)
+        lives = info["lives"]
+        # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
+        memory.add(actions, reward, terminated, next_obs, game_over, info.get("final_obs"))
+        obs = next_obs
+        game_return += reward
+        game_length += 1
+        if game_over.any():
+            for i in np.flatnonzero(game_over):
+                run.log(
+                    global_step, {"charts/episodic_return": game_return[i], "charts/episodic_length": game_length[i]}
+                )
+            game_return[game_over] = 0
+            game_length[game_over] = 0
+
+        # ---- learn: one prioritized minibatch step per --train-frequency agent steps, after the warm-up ----
+        if global_step > learning_starts:
+            for _ in range(global_step // args.train_frequency - (global_step - N) // args.train_frequency):
+                beta = linear_schedule(args.prioritized_replay_beta, 1.0, args.total_timesteps, global_step)
+                envs_b, slots_b, weights = memory.sample(args.batch_size, beta)
+                batch = [x.to(device) for x in memory.transitions(envs_b, slots_b)]
+                q_net.reset_noise()  # 6. fresh noise for each update, independent for theta and theta'
+                target_net.reset_noise()
+                losses, td_errors, q_sa = rainbow_loss(q_net, target_net, *batch, double=args.double)
+                # 2. the importance weights w_i correct for sampling by priority
+                loss = (weights.to(device, torch.float32) * losses).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if args.prioritized:  # 2. the new priorities p_i = |delta_i| + eps, alpha applied in the memory
+                    memory.update_priorities(envs_b, slots_b, td_errors.to(buffer_device))
+                updates += 1
+                if updates % 100 == 0:  # .item() waits for the device: not at every update
+                    sps = run.sps(global_step)
+                    logged = {loss_name: loss.item(), "losses/q_values": q_sa.mean().item(), "charts/beta": beta}
+                    run.log(global_step, {**logged, "charts/epsilon": epsilon, "charts/SPS": sps})
+            # ---- sync: the frozen target theta' <- theta ----
+            if global_step // args.target_network_frequency != (global_step - N) // args.target_network_frequency:
+                target_net.load_state_dict(q_net.state_dict())
+        run.step_done(global_step, checkpoint)
+    envs.close()
+    run.step_done(global_step, checkpoint, final=True)
+
+    if args.save_model:
+        path = os.path.join(run.dir, f"{args.exp_name}.pt")
+        checkpoint = {"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
+        torch.save({**checkpoint, "network": config}, path)
+        print(f"saved {path}")
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
+        scores = evaluate(q_net, args.env_id, args.eval_episodes, args.eval_epsilon, args.seed, device, video_dir)
+        for episode_return in scores:
+            run.log(global_step, {"eval/episodic_return": episode_return})
+        report_scores(scores, args.env_id, args.eval_epsilon == 0, "games")
+        run.log_videos(video_dir)
+    run.close()
+    return run.dir
+
+
+# ---------------------------------------------------------------- Appendix: the plumbing
+# Everything below serves the algorithm above and can be skipped on a first read: the block every script
+# shares (run folder, metrics, checkpoints, resume, signals, the non-finite guard, evaluation records), the
+# checks of the input, loading a saved model, and the evaluation.
 
 
 # --- shared: begin ---
@@ -562,372 +1063,22 @@ def load_file(path: str, mmap: bool = False):
 # --- shared: end ---
 
 
-def atari_game(env_id: str) -> tuple[str, float]:
-    """Map a gymnasium Atari id to (ROM name, sticky-action probability), or fail with close matches."""
-    import ale_py
-
-    gym.register_envs(ale_py)
-    # NoFrameskip-v4 (frameskip 1) and v5 (frameskip 4) ids; v4 without NoFrameskip skips 2-4 frames at random
-    ids = [
-        i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
-    ]
-    if env_id in gym.registry and gym.spec(env_id).entry_point != "ale_py.env:AtariEnv":
-        fail(f"{env_id} is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it ({SCRIPT} plays Atari)")
-    if env_id not in ids:
-        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
-        fail(f"unknown Atari env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-    kwargs = gym.spec(env_id).kwargs
-    return kwargs["game"], kwargs["repeat_action_probability"]
-
-
-def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
-    """The DeepMind preprocessing (Mnih et al. 2015; Machado et al. 2018), done in ale-py's C++ threads:
-    up to 30 no-ops at reset, FIRE at reset, 4 frames per step max-pooled over the last two, 84x84
-    grayscale, 4-frame stack, 108k-frame time limit. A life loss returns terminated=True and the game
-    goes on (life_loss_info; episodic_life would restart the game). Rewards come back raw: the script
-    logs the real score and clips for learning. SameStep autoreset: a game over returns the next
-    game's first observation at once, so every step returned is a real transition."""
-    game, sticky = atari_game(env_id)
-    return AtariVectorEnv(
-        game,
-        num_envs,
-        repeat_action_probability=sticky,
-        noop_max=30,
-        use_fire_reset=True,
-        episodic_life=False,
-        life_loss_info=True,
-        reward_clipping=False,
-        autoreset_mode="SameStep",
-        # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
-        num_threads=min(num_envs, os.cpu_count() or 1),
-    )
-
-
-def is_game_over(
-    terminated: np.ndarray, truncated: np.ndarray, lives: np.ndarray, prev_lives: np.ndarray
-) -> np.ndarray:
-    """Which envs finished a whole game this step. A termination is a life loss or the game's end; at
-    the end the env has already reset (SameStep) and lives jump back up, so a game is over when a
-    termination comes without lives going down (or the time limit cut it)."""
-    return truncated | (terminated & (lives >= prev_lives))
-
-
-class NoisyLinear(nn.Module):
-    """6. Noisy nets, factorised Gaussian noise (Fortunato et al. 2018, section 3):
-        y = (mu_w + sigma_w * eps_w) x + mu_b + sigma_b * eps_b,  eps_w = f(eps_out) f(eps_in)^T,  eps_b = f(eps_out)
-    with eps_in, eps_out ~ N(0, 1) and f(x) = sgn(x) sqrt(|x|): p + q noise draws instead of p q. In eval mode the
-    noise is off (y = mu_w x + mu_b), the mean network."""
-
-    def __init__(self, in_features: int, out_features: int, sigma0: float):
-        super().__init__()
-        bound = in_features**-0.5  # mu ~ U[-1/sqrt(p), 1/sqrt(p)], sigma = sigma0 / sqrt(p), p inputs (paper)
-        self.weight_mu = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
-        self.bias_mu = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
-        self.weight_sigma = nn.Parameter(torch.full((out_features, in_features), sigma0 * bound))
-        self.bias_sigma = nn.Parameter(torch.full((out_features,), sigma0 * bound))
-        self.register_buffer("eps_in", torch.zeros(in_features), persistent=False)
-        self.register_buffer("eps_out", torch.zeros(out_features), persistent=False)
-
-    def reset_noise(self) -> None:
-        for eps in (self.eps_in, self.eps_out):
-            x = torch.randn_like(eps)
-            eps.copy_(x.sign() * x.abs().sqrt())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = F.linear(x, self.weight_mu, self.bias_mu)
-        if not self.training:
-            return mean
-        # (sigma_w * f(eps_out) f(eps_in)^T) x = f(eps_out) * (sigma_w (f(eps_in) * x)): no [out, in] noise matrix
-        return mean + F.linear(x * self.eps_in, self.weight_sigma, self.bias_sigma) * self.eps_out
-
-
-class RainbowNetwork(nn.Module):
-    """Stacked frames in; per action the logits of the return distribution on the atoms (K = n_atoms), or
-    Q itself (K = 1) without distributional RL. The linear layers are noisy with noisy nets.
-    3. dueling: Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a'), per atom (the mean makes V and A identifiable)."""
-
-    def __init__(self, frames: int, num_actions: int, network: str, dueling: bool, distributional: bool,
-                 n_atoms: int, v_min: float, v_max: float, noisy: bool, sigma0: float):  # fmt: skip
-        super().__init__()
-        if network == "nature":  # Mnih et al. 2015
-            convs = [nn.Conv2d(frames, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU()]
-            convs += [nn.Conv2d(64, 64, 3, stride=1)]  # [B, 64, 7, 7]
-            features, hidden = 64 * 7 * 7, 512
-        else:  # Data-Efficient Rainbow (van Hasselt et al. 2019)
-            convs = [nn.Conv2d(frames, 32, 5, stride=5), nn.ReLU(), nn.Conv2d(32, 64, 5, stride=5)]  # [B, 64, 3, 3]
-            features, hidden = 64 * 3 * 3, 256
-        self.torso = nn.Sequential(*convs, nn.ReLU(), nn.Flatten())  # [B, features]
-        # impl detail: channels_last (NHWC) makes the Nature CNN's update 1.25x faster on CPU (see ppo_atari.py);
-        # DER's two stride-5 convs are faster in the plain NCHW layout here (a DER update 1.2x)
-        self.layout = torch.channels_last if network == "nature" else torch.contiguous_format
-        self.to(memory_format=self.layout)
-        self.num_actions, self.atoms = num_actions, n_atoms if distributional else 1
-        linear = functools.partial(NoisyLinear, sigma0=sigma0) if noisy else nn.Linear
-
-        def stream(outputs: int) -> nn.Sequential:
-            return nn.Sequential(linear(features, hidden), nn.ReLU(), linear(hidden, outputs))
-
-        self.advantage = stream(num_actions * self.atoms)  # A(s, .); without dueling it is Q(s, .) itself
-        self.value = stream(self.atoms) if dueling else None  # V(s)
-        self.register_buffer("support", torch.linspace(v_min, v_max, n_atoms) if distributional else None)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """uint8 frames [B, 4, 84, 84] -> [B, A, K]."""
-        x = self.torso(obs.contiguous(memory_format=self.layout).float().mul_(1.0 / 255.0))  # to [0, 1] in place
-        advantage = self.advantage(x).view(-1, self.num_actions, self.atoms)  # [B, A, K]
-        if self.value is None:
-            return advantage
-        # 3. dueling: Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a') (per atom, before the softmax, as in Rainbow).
-        # V + A alone is not identifiable (V + c and A - c give the same Q): pinning A's mean over actions to 0 makes
-        # V the state's value; the mean rather than the max (A(s, a*) = 0) is steadier, since A then only has to
-        # move as fast as its mean, not follow every change of the best action (Wang et al. 2016, eq. 9).
-        return self.value(x).view(-1, 1, self.atoms) + advantage - advantage.mean(dim=1, keepdim=True)
-
-    def q_values(self, out: torch.Tensor) -> torch.Tensor:
-        """[B, A, K] -> Q(s, a) [B, A]: the mean of the distribution, Q(s, a) = sum_i z_i p_i(s, a), or the scalar."""
-        return (out.softmax(dim=2) * self.support).sum(dim=2) if self.support is not None else out[:, :, 0]
-
-    def reset_noise(self) -> None:
-        for layer in self.modules():
-            if isinstance(layer, NoisyLinear):
-                layer.reset_noise()
-
-
-class SumTree:
-    """2. The priorities p_i of the replay slots as a binary tree of sums in one flat tensor: node k holds the sum
-    of its children 2k and 2k + 1, the leaves (one per slot, padded to a power of two) are nodes [L, 2L), the root
-    (node 1) holds sum_i p_i. Setting B priorities, or drawing B slots, walks the log2(L) levels once for the batch."""
-
-    def __init__(self, size: int, device: torch.device):
-        self.depth = max(1, (size - 1).bit_length())
-        self.leaves = 1 << self.depth
-        self.nodes = torch.zeros(2 * self.leaves, dtype=torch.float64, device=device)  # float64: sums of 1M values
-
-    def total(self) -> torch.Tensor:
-        return self.nodes[1]
-
-    def get(self, index: torch.Tensor) -> torch.Tensor:
-        return self.nodes[self.leaves + index]
-
-    def set(self, index: torch.Tensor, priorities: torch.Tensor) -> None:
-        node = self.leaves + index
-        self.nodes[node] = priorities
-        for _ in range(self.depth):  # the sums on the paths to the root, one level at a time
-            node = node // 2
-            self.nodes[node] = self.nodes[2 * node] + self.nodes[2 * node + 1]
-
-    def find(self, mass: torch.Tensor) -> torch.Tensor:
-        """The leaf i with sum_{j<i} p_j <= u < sum_{j<=i} p_j for each u in mass: u ~ U[0, total) draws i with
-        probability p_i / sum_k p_k."""
-        node = torch.ones_like(mass, dtype=torch.long)
-        for _ in range(self.depth):
-            left = self.nodes[2 * node]
-            # past the left subtree's mass: go right, but never into an empty subtree (rounding at its edge)
-            right = (mass >= left) & (self.nodes[2 * node + 1] > 0)
-            mass = torch.where(right, mass - left, mass)
-            node = 2 * node + right
-        return node - self.leaves
-
-
-class ReplayMemory:
-    """The replay memory D: each 84x84 frame stored once, n-step transitions rebuilt at sample time, prioritized.
-
-    As in dqn_atari.py: each env writes its own ring of slots; slot i holds the newest frame of an observation and
-    the action, sign(r) and termination of the step taken from it, so s_t is rebuilt from slots t-3..t (frames from
-    before the game's first zero-filled, as the env's own stack after a reset: bit for bit what the env returned).
-    At a game's end (the last life lost, or a time-limit truncation) the env has already reset (SameStep): the
-    game's final observation from info["final_obs"] takes one extra slot marked `last` (no step starts there), and
-    the next game starts after it. A transition starting at slot t covers the steps t..t+m-1 and bootstraps from
-    s_{t+m}: m = n, or fewer when the episode ends first: at a termination (life lost or game over: no bootstrap)
-    or at a truncation (bootstrap from the final observation). It can be sampled once n steps are stored after t.
-    Slots that are not such a start have priority 0 in the sum tree, so they are never drawn.
-    """
-
-    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple, device: torch.device, n_step: int = 1,
-                 gamma: float = 0.99, alpha: float = 0.0, eps: float = 1e-6):  # fmt: skip
-        self.stack, self.n_step, self.gamma, self.alpha, self.eps = obs_shape[0], n_step, gamma, alpha, eps
-        self.slots = -(-capacity // num_envs)  # slots per env
-        shape = (num_envs, self.slots)
-        # empty, not zeros: untouched pages take no RAM, so memory use grows as the ring fills
-        # one frame per slot (env e's slot i at e * slots + i) and, after the last slot, an all-zero frame
-        self.frames = torch.empty((num_envs * self.slots + 1, *obs_shape[1:]), dtype=torch.uint8, device=device)
-        self.frames[-1] = 0
-        self.actions = torch.zeros(shape, dtype=torch.uint8, device=device)
-        self.rewards = torch.zeros(shape, dtype=torch.int8, device=device)  # sign(r) in {-1, 0, 1}
-        self.terminations = torch.zeros(shape, dtype=torch.bool, device=device)
-        # frames of the same game before this slot's, capped at stack - 1: how far back s may reach
-        self.history = torch.zeros(shape, dtype=torch.uint8, device=device)
-        self.last = torch.zeros(shape, dtype=torch.bool, device=device)  # a game's final observation
-        self.tree = SumTree(num_envs * self.slots, device)  # leaf e * slots + i: p_i^alpha of env e's slot i
-        self.max_priority = torch.ones((), dtype=torch.float64, device=device)  # p^alpha of new transitions
-        self.cur = torch.full((num_envs,), -1, dtype=torch.long, device=device)  # slot of each env's s
-        self.filled = torch.zeros(num_envs, dtype=torch.long, device=device)  # slots written, up to slots
-        self.env_ids = torch.arange(num_envs, device=device)
-        self.stack_offsets = torch.arange(1 - self.stack, 1, device=device)  # slots of s_t: t-3 .. t
-        self.steps = torch.arange(n_step, device=device)  # k = 0 .. n-1
-        # slots whose validity an append at slot j changes: j - n (its n steps are now stored), j itself (no step
-        # yet) and the oldest j + 1 .. j + 3 (their stack may have reached into the overwritten slot)
-        self.around = torch.tensor([-n_step, *range(self.stack)], device=device)
-        self.device = device
-
-    @staticmethod
-    def bytes_per_slot(obs_shape: tuple) -> int:
-        """One frame, 5 one-byte fields (action, reward, termination, history, last), two float64 tree nodes."""
-        return int(np.prod(obs_shape[1:])) + 5 + 2 * 8
-
-    def _append(self, envs: torch.Tensor, frames: np.ndarray, history: torch.Tensor | int, last) -> None:
-        slot = (self.cur[envs] + 1) % self.slots
-        self.frames[envs * self.slots + slot] = torch.from_numpy(frames).to(self.device)
-        self.history[envs, slot] = history
-        self.last[envs, slot] = last
-        self.cur[envs] = slot
-        self.filled[envs] = (self.filled[envs] + 1).clamp_(max=self.slots)
-        # invalid slots get priority 0; a slot that becomes valid gets the highest priority so far (Schaul et al.)
-        leaf = (envs[:, None] * self.slots + (slot[:, None] + self.around) % self.slots).flatten()  # [E' * 5]
-        old, valid = self.tree.get(leaf), self.valid(leaf // self.slots, leaf % self.slots)
-        self.tree.set(leaf, torch.where(valid, torch.where(old > 0, old, self.max_priority), 0))
-
-    def reset(self, obs: np.ndarray) -> None:
-        """The first observation of each env's first game."""
-        self._append(self.env_ids, obs[:, -1], 0, False)
-
-    def add(self, actions, rewards, terminations, next_obs, game_over, final_obs) -> None:
-        """Store (a, sign(r), terminated) for each env's current s, then append s' (numpy arrays, [N, ...])."""
-        e, slot = self.env_ids, self.cur
-        self.actions[e, slot] = torch.from_numpy(actions.astype(np.uint8)).to(self.device)
-        self.rewards[e, slot] = torch.from_numpy(np.sign(rewards).astype(np.int8)).to(self.device)
-        self.terminations[e, slot] = torch.from_numpy(terminations).to(self.device)
-        history = (self.history[e, slot] + 1).clamp_(max=self.stack - 1)
-        if not game_over.any():
-            self._append(e, next_obs[:, -1], history, False)
-            return
-        # a game ended: s' is its final observation; the reset observation starts the next game after it
-        game_over_t = torch.from_numpy(game_over).to(self.device)
-        self._append(e, np.where(game_over[:, None, None], final_obs[:, -1], next_obs[:, -1]), history, game_over_t)
-        self._append(e[game_over_t], next_obs[game_over, -1], 0, False)
-
-    def valid(self, envs: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """Slots a transition starts from: n steps stored after it, all of s still there, not a game's end."""
-        age = (self.cur[envs] - slots) % self.slots  # 0: the current s, whose step is not taken yet
-        reach = self.history[envs, slots].long()
-        return (age >= self.n_step) & (age + reach < self.filled[envs]) & ~self.last[envs, slots]
-
-    def sample(self, batch_size: int, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(envs, slots, importance weights) of a minibatch drawn with P(i) = p_i^alpha / sum_k p_k^alpha."""
-        # stratified: one draw from each of B equal parts of the total mass (Schaul et al. 2016, Appendix B.2.1)
-        u = torch.rand(batch_size, dtype=torch.float64, device=self.device)
-        leaf = self.tree.find((torch.arange(batch_size, device=self.device) + u) * (self.tree.total() / batch_size))
-        return leaf // self.slots, leaf % self.slots, importance_weights(self.tree.get(leaf), beta)
-
-    def update_priorities(self, envs: torch.Tensor, slots: torch.Tensor, td_errors: torch.Tensor) -> None:
-        """p_i = |delta_i| + eps, stored as p_i^alpha (alpha 0: all 1, uniform sampling)."""
-        priorities = (td_errors.double() + self.eps) ** self.alpha
-        self.tree.set(envs * self.slots + slots, priorities)
-        self.max_priority = torch.maximum(self.max_priority, priorities.max())
-
-    def stack_at(self, envs: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """The observation whose newest frame is at the slot: frames i-3..i, zero before the game's first."""
-        window = envs[:, None] * self.slots + (slots[:, None] + self.stack_offsets) % self.slots  # [B, 4]
-        before_start = self.stack_offsets < -self.history[envs, slots, None].long()  # [B, 4]
-        window.masked_fill_(before_start, len(self.frames) - 1)  # frames before the game's first: the zero frame
-        # index_select copies whole frames: 15x faster here than advanced indexing, which goes byte by byte
-        return self.frames.index_select(0, window.flatten()).view(*window.shape, *self.frames.shape[1:])
-
-    def transitions(self, envs: torch.Tensor, slots: torch.Tensor):
-        """(s_t, a_t, R_t^(m), gamma^m (1 - terminated), s_{t+m}) at the given slots, for the whole batch at once."""
-        window = (slots[:, None] + self.steps) % self.slots  # [B, n]: the steps t .. t+n-1
-        e = envs[:, None]
-        terminations = self.terminations[e, window]
-        # the step from slot t+k ends the episode if it terminates, or if its s' is a game's final observation
-        episode_ends = terminations | self.last[e, (window + 1) % self.slots]  # [B, n]
-        returns, m, terminated = n_step_return(self.rewards[e, window], terminations, episode_ends, self.gamma)
-        discounts = self.gamma**m * ~terminated  # no bootstrap through a termination
-        obs, next_obs = self.stack_at(envs, slots), self.stack_at(envs, (slots + m) % self.slots)
-        return obs, self.actions[envs, slots].long(), returns, discounts, next_obs
-
-    def restart(self, obs: np.ndarray) -> None:
-        """On resuming: each env's game in progress ends at its current slot, marked `last` (as a truncation whose
-        final observation is there), and the envs' new games start after it."""
-        self.last[self.env_ids, self.cur] = True
-        self.reset(obs)
-
-    FIELDS = ("actions", "rewards", "terminations", "history", "last", "cur", "filled", "max_priority")
-
-    def state_dict(self) -> dict:
-        """All that is written, for a checkpoint: each env's frames up to its filled slots, the small fields, the
-        priorities (the sum tree)."""
-        frames = [own_storage(self.frames[e * self.slots :][:n]) for e, n in enumerate(self.filled.tolist())]
-        fields = {name: getattr(self, name) for name in self.FIELDS}
-        return {"frames": frames, "tree": self.tree.nodes} | fields
-
-    def load_state_dict(self, state: dict) -> None:
-        for e, frames in enumerate(state["frames"]):  # from a memory-mapped file: read as they are copied
-            self.frames[e * self.slots :][: len(frames)] = frames
-        self.tree.nodes.copy_(state["tree"])
-        for name in self.FIELDS:
-            getattr(self, name).copy_(state[name])
+def parse_args(argv: list[str] | None = None, env_default: str | None = None) -> Args:
+    """Flags -> Args. With --preset der, DER_PRESET replaces the defaults (--help shows them) and the flags are read
+    on top of it, so `--preset der --n-step 10` is DER with n = 10, whatever the order of the flags. env_default: the
+    --env-id when none is given (an evaluated model's own)."""
+    argv = sys.argv[1:] if argv is None else argv
+    der = "--preset=der" in argv or ("--preset", "der") in zip(argv, argv[1:], strict=False)
+    default = dataclasses.replace(Args(), preset="der", **DER_PRESET) if der else Args()
+    args = tyro.cli(Args, args=argv, default=dataclasses.replace(default, env_id=env_default or default.env_id))
+    if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
+        args = tyro.cli(Args, args=argv, default=resume_defaults(args))
+    return args
 
 
 def own_storage(t: torch.Tensor) -> torch.Tensor:
     """t in a storage of its own size (torch.save writes a view's whole storage), without a copy on the CPU."""
     return torch.from_numpy(t.numpy()) if t.device.type == "cpu" else t.cpu()
-
-
-def n_step_return(rewards: torch.Tensor, terminations: torch.Tensor, episode_ends: torch.Tensor, gamma: float):
-    """4. R_t^(m) = r_t + gamma r_{t+1} + ... + gamma^{m-1} r_{t+m-1}: m = n, or the steps up to and including the
-    first that ends the episode. [B, n] each -> (R [B], m [B], terminated [B]: an episode end within the m steps
-    was a termination, so there is no bootstrap; after a truncation the target bootstraps from s_{t+m})."""
-    # step k counts when no episode ended before it (an exclusive cumulative sum of the ends)
-    counted = (episode_ends.cumsum(dim=1) - episode_ends.long()) == 0  # [B, n]
-    discounts = gamma ** torch.arange(rewards.shape[1], device=rewards.device)  # gamma^k
-    returns = (rewards * discounts * counted).sum(dim=1)
-    return returns, counted.sum(dim=1), (terminations & counted).any(dim=1)
-
-
-def importance_weights(priorities: torch.Tensor, beta: float) -> torch.Tensor:
-    """2. w_i = (N P(i))^-beta / max_j w_j, P(i) = p_i^alpha / sum_k p_k^alpha (priorities holds p_i^alpha). The max is
-    over the minibatch, so N and the sum cancel: w_i = (p_i^alpha / min_j p_j^alpha)^-beta, 1 for the rarest."""
-    return (priorities / priorities.min()) ** -beta
-
-
-def project_distribution(returns, discounts, next_probs: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """5. Phi T Z: the Bellman update moves atom z_j to T z_j = R + gamma^m z_j (clipped to [v_min, v_max]), off
-    the support; its probability p_j(s_{t+m}, a*) is split between the two nearest atoms by closeness:
-        (Phi T Z)_i = sum_j [1 - |T z_j - z_i| / dz]_0^1 p_j(s_{t+m}, a*)      (Bellemare et al. 2017, eq. 7)
-    returns, discounts [B], next_probs [B, K] -> [B, K], with one scatter-add for the whole batch."""
-    batch, atoms = next_probs.shape
-    dz = (support[-1] - support[0]) / (atoms - 1)
-    tz = (returns[:, None] + discounts[:, None] * support).clamp(support[0], support[-1])  # [B, K]
-    b = (tz - support[0]) / dz  # T z_j's position on the atoms, in [0, K-1]
-    lower = b.floor().long().clamp(0, atoms - 2)  # z_l <= T z_j <= z_{l+1} (l = K-2 at the top edge)
-    upper_share = b - lower  # 1 - |T z_j - z_{l+1}| / dz; the rest, 1 - |T z_j - z_l| / dz, goes to z_l
-    rows = torch.arange(batch, device=b.device)[:, None] * atoms
-    index = torch.cat([(rows + lower).flatten(), (rows + lower + 1).flatten()])
-    mass = torch.cat([(next_probs * (1 - upper_share)).flatten(), (next_probs * upper_share).flatten()])
-    return torch.zeros(batch * atoms, device=b.device).index_add_(0, index, mass).view(batch, atoms)
-
-
-def rainbow_loss(q_net, target_net, obs, actions, returns, discounts, next_obs, double: bool):
-    """Per-transition losses of a minibatch and the errors that set their new priorities, for C51 or scalar Q.
-    1. double Q-learning: a* = argmax_a' Q_theta(s', a') picks with the online net, Q_theta'(s', a*) values it."""
-    rows = torch.arange(len(actions), device=actions.device)
-    out = q_net(obs)[rows, actions]  # [B, K]: the logits of Z_theta(s_t, a_t), or Q_theta(s_t, a_t)
-    with torch.no_grad():
-        next_out = target_net(next_obs)  # [B, A, K]
-        # 1. double Q-learning: a* = argmax_a' Q_theta(s_{t+m}, a') by the online net, valued by theta'
-        next_actions = q_net.q_values(q_net(next_obs) if double else next_out).argmax(dim=1)
-        next_out = next_out[rows, next_actions]  # [B, K]
-        if q_net.support is not None:  # 5. the target distribution, projected on the atoms
-            target = project_distribution(returns, discounts, next_out.softmax(dim=1), q_net.support)
-        else:  # y = R_t^(m) + gamma^m (1 - terminated) Q_theta'(s_{t+m}, a*)
-            td_target = returns + discounts * next_out[:, 0]
-    if q_net.support is not None:
-        # cross-entropy -sum_i (Phi T Z)_i log p_i(s_t, a_t): the KL divergence up to the target's entropy
-        cross_entropy = -(target * out.log_softmax(dim=1)).sum(dim=1)
-        q_sa = (out.detach().softmax(dim=1) * q_net.support).sum(dim=1)
-        return cross_entropy, cross_entropy.detach(), q_sa
-    td_error = td_target - out[:, 0]  # the lecture's squared TD error
-    return td_error**2, td_error.detach().abs(), out.detach()[:, 0]
 
 
 def available_memory(device: torch.device) -> tuple[int | None, str]:
@@ -955,22 +1106,6 @@ def check_memory(args: "Args", obs_shape: tuple) -> None:
             f"but {available / 1e9:.2f} GB is {where}, 1 GiB of it kept for the rest of the run; "
             + (f"use --buffer-size {fits:,} or less" if fits >= args.batch_size else "free some memory first")
         )
-
-
-def linear_schedule(start: float, end: float, duration: float, t: int) -> float:
-    """From start at t = 0 linearly to end at t = duration, then end (epsilon down, beta up)."""
-    return start + (end - start) * min(t / max(duration, 1), 1.0)
-
-
-def epsilon_greedy(q_net: RainbowNetwork, obs: np.ndarray, epsilon: float, rng: np.random.Generator, device):
-    """a <- argmax_a Q_theta(s, a) with probability 1 - epsilon, rand(A) otherwise; obs [N, 4, 84, 84]."""
-    explore = rng.random(len(obs)) < epsilon
-    actions = rng.integers(q_net.num_actions, size=len(obs))
-    if not explore.all():  # no forward pass while every env explores (the warm-up)
-        with torch.inference_mode():
-            greedy = q_net.q_values(q_net(torch.from_numpy(obs).to(device))).argmax(dim=1).cpu().numpy()
-        actions = np.where(explore, actions, greedy)
-    return actions
 
 
 def check_args(args: Args) -> None:
@@ -1016,135 +1151,6 @@ def check_discrete_actions(env_id: str) -> None:
         return
     if not isinstance(space, gym.spaces.Discrete):
         fail(f"{env_id} has continuous actions {space}; Rainbow takes the argmax over a finite set of actions")
-
-
-def train(args: Args) -> str:
-    """Act (noisy greedy, or epsilon-greedy), store each step in the replay memory, and every --train-frequency
-    steps take one gradient step on a prioritized minibatch of n-step transitions; copy theta into theta' every
-    --target-network-frequency steps. Returns the run folder."""
-    check_args(args)
-    seed_everything(args.seed, args.torch_deterministic)
-    device, buffer_device = pick_device(args.cuda), torch.device(args.buffer_device)
-    envs = make_envs(args.env_id, args.num_envs)
-    obs_shape, num_actions = envs.single_observation_space.shape, envs.single_action_space.n
-    check_memory(args, obs_shape)
-    N = args.num_envs
-    num_iterations = args.total_timesteps // N
-    run = Run(args, num_iterations * N)
-
-    config = {name: getattr(args, name) for name in NETWORK_FLAGS}
-    q_net = RainbowNetwork(obs_shape[0], num_actions, **config).to(device)
-    target_net = RainbowNetwork(obs_shape[0], num_actions, **config).to(device)
-    target_net.load_state_dict(q_net.state_dict())
-    target_net.requires_grad_(False)
-    # impl detail: fused Adam, one kernel for all parameters (on CPU the default loops over them, op by op)
-    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
-    # --no-prioritized is alpha = 0: every valid slot has priority p^0 = 1, uniform sampling, all weights 1
-    alpha = args.prioritized_replay_alpha if args.prioritized else 0.0
-    memory_args = (args.n_step, args.gamma, alpha, args.prioritized_replay_eps)
-    memory = ReplayMemory(args.buffer_size, N, obs_shape, buffer_device, *memory_args)
-    loss_name = "losses/cross_entropy" if args.distributional else "losses/td_loss"
-    rng = np.random.default_rng(args.seed)  # exploration
-    epsilon_decay_steps = args.exploration_fraction * args.total_timesteps  # --no-noisy
-
-    obs, info = envs.reset(seed=run.env_seed(args.seed))
-    lives = info["lives"]
-    game_return = np.zeros(N)  # raw score of each env's current game (all lives)
-    game_length = np.zeros(N, dtype=np.int64)
-    global_step = updates = 0
-    learning_starts = args.learning_starts
-
-    def checkpoint() -> dict:  # everything the loop needs to go on (the envs restart their games)
-        model = {"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions), "network": config}
-        state = model | {"target": target_net.state_dict(), "optimizer": optimizer.state_dict(), "updates": updates}
-        state["exploration_rng"] = rng.bit_generator.state
-        return state | ({"replay": memory.state_dict()} if args.checkpoint_replay else {})
-
-    if (state := run.resume()) is None:
-        memory.reset(obs)
-    else:
-        q_net.load_state_dict(state["model"])
-        target_net.load_state_dict(state["target"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["exploration_rng"]
-        global_step, updates = state["global_step"], state["updates"]
-        if "replay" in state:
-            memory.load_state_dict(state.pop("replay"))
-            memory.restart(obs)
-        else:  # no replay memory saved: fill it again before learning goes on
-            memory.reset(obs)
-            learning_starts = global_step + args.learning_starts
-    for _ in range(global_step // N, num_iterations):
-        # ---- act: greedy on the noisy Q_theta (fresh noise each step), or epsilon-greedy ----
-        if global_step < args.learning_starts:
-            epsilon = 1.0  # impl detail: uniform random actions while the memory fills (Dopamine's warm-up)
-        elif args.noisy:
-            epsilon = 0.0  # 6. noisy nets explore by themselves (Hessel et al. 2018: epsilon 0)
-            q_net.reset_noise()
-        else:
-            epsilon = linear_schedule(args.start_e, args.end_e, epsilon_decay_steps, global_step)
-        actions = epsilon_greedy(q_net, obs, epsilon, rng, device)
-
-        # ---- observe and store ----
-        next_obs, reward, terminated, truncated, info = envs.step(actions)
-        global_step += N
-        game_over = is_game_over(terminated, truncated, info["lives"], lives)
-        lives = info["lives"]
-        # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
-        memory.add(actions, reward, terminated, next_obs, game_over, info.get("final_obs"))
-        obs = next_obs
-        game_return += reward
-        game_length += 1
-        if game_over.any():
-            for i in np.flatnonzero(game_over):
-                run.log(
-                    global_step, {"charts/episodic_return": game_return[i], "charts/episodic_length": game_length[i]}
-                )
-            game_return[game_over] = 0
-            game_length[game_over] = 0
-
-        # ---- learn: one prioritized minibatch step per --train-frequency agent steps, after the warm-up ----
-        if global_step > learning_starts:
-            for _ in range(global_step // args.train_frequency - (global_step - N) // args.train_frequency):
-                beta = linear_schedule(args.prioritized_replay_beta, 1.0, args.total_timesteps, global_step)
-                envs_b, slots_b, weights = memory.sample(args.batch_size, beta)
-                batch = [x.to(device) for x in memory.transitions(envs_b, slots_b)]
-                q_net.reset_noise()  # 6. fresh noise for each update, independent for theta and theta'
-                target_net.reset_noise()
-                losses, td_errors, q_sa = rainbow_loss(q_net, target_net, *batch, double=args.double)
-                # 2. the importance weights w_i correct for sampling by priority
-                loss = (weights.to(device, torch.float32) * losses).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if args.prioritized:  # 2. the new priorities p_i = |delta_i| + eps, alpha applied in the memory
-                    memory.update_priorities(envs_b, slots_b, td_errors.to(buffer_device))
-                updates += 1
-                if updates % 100 == 0:  # .item() waits for the device: not at every update
-                    sps = run.sps(global_step)
-                    logged = {loss_name: loss.item(), "losses/q_values": q_sa.mean().item(), "charts/beta": beta}
-                    run.log(global_step, {**logged, "charts/epsilon": epsilon, "charts/SPS": sps})
-            # ---- sync: the frozen target theta' <- theta ----
-            if global_step // args.target_network_frequency != (global_step - N) // args.target_network_frequency:
-                target_net.load_state_dict(q_net.state_dict())
-        run.step_done(global_step, checkpoint)
-    envs.close()
-    run.step_done(global_step, checkpoint, final=True)
-
-    if args.save_model:
-        path = os.path.join(run.dir, f"{args.exp_name}.pt")
-        checkpoint = {"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
-        torch.save({**checkpoint, "network": config}, path)
-        print(f"saved {path}")
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
-        scores = evaluate(q_net, args.env_id, args.eval_episodes, args.eval_epsilon, args.seed, device, video_dir)
-        for episode_return in scores:
-            run.log(global_step, {"eval/episodic_return": episode_return})
-        report_scores(scores, args.env_id, args.eval_epsilon == 0, "games")
-        run.log_videos(video_dir)
-    run.close()
-    return run.dir
 
 
 def load_checkpoint(path: str, device: torch.device) -> tuple[RainbowNetwork, str]:

@@ -111,6 +111,311 @@ class Args:
     """full-batch Adam steps fitting V to the rewards-to-go after each update"""
 
 
+def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+    """N copies in one process. SameStep autoreset: an episode's end returns the next episode's first
+    observation at once (the last one is in info["final_obs"]), so every step returned is real."""
+    return gym.make_vec(
+        env_id,
+        num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+    )
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2)) -> nn.Linear:
+    # impl detail: orthogonal weights, zero bias (Huang et al. 2022, "37 implementation details", detail 2)
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, 0.0)
+    return layer
+
+
+def mlp(inputs: int, outputs: int, out_std: float) -> nn.Sequential:
+    return nn.Sequential(
+        layer_init(nn.Linear(inputs, 64)),
+        nn.Tanh(),
+        layer_init(nn.Linear(64, 64)),
+        nn.Tanh(),
+        layer_init(nn.Linear(64, outputs), std=out_std),
+    )
+
+
+class Agent(nn.Module):
+    """The policy pi_theta(a|s) (categorical for Discrete, diagonal Gaussian for Box actions) and,
+    separately, the value V(s); optionally the running mean and variance of the observations."""
+
+    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, normalize_obs: bool = False):
+        super().__init__()
+        self.discrete, self.normalize_obs = discrete, normalize_obs
+        # logits [B, A] or the Gaussian's mean [B, A]; small last layer -> near-uniform / near-zero start
+        self.actor = mlp(obs_dim, action_dim, out_std=0.01)
+        self.critic = mlp(obs_dim, 1, out_std=1.0)
+        # a state-independent log sigma per action dimension (also part of theta)
+        self.log_std = None if discrete else nn.Parameter(torch.zeros(action_dim))
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_var", torch.ones(obs_dim))
+        self.register_buffer("obs_count", torch.tensor(0.0))
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.normalize_obs:
+            return obs
+        # impl detail: clip standardized observations to [-10, 10] (as Stable-Baselines3's VecNormalize)
+        return ((obs - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)).clamp(-10.0, 10.0)
+
+    def update_obs_stats(self, obs: torch.Tensor) -> None:
+        """Merge a batch's mean and variance into the running ones (Chan et al.'s parallel algorithm)."""
+        n, batch_mean, batch_var = obs.shape[0], obs.mean(0), obs.var(0, unbiased=False)
+        total = self.obs_count + n
+        delta = batch_mean - self.obs_mean
+        m2 = self.obs_var * self.obs_count + batch_var * n + delta**2 * self.obs_count * n / total
+        self.obs_mean += delta * n / total
+        self.obs_var.copy_(m2 / total)
+        self.obs_count.copy_(total)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.normalize(obs)).squeeze(-1)  # [B]
+
+    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """a ~ pi_theta(.|s) (or its mode): [B] action indices, or [B, A] unclipped Gaussian actions."""
+        out = self.actor(self.normalize(obs))
+        if self.discrete:
+            probs = torch.softmax(out, dim=-1)
+            return probs.argmax(-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
+        return out if deterministic else out + self.log_std.exp() * torch.randn_like(out)
+
+    def logprob_and_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi_theta(a|s) [B] and the policy's entropy H[pi_theta(.|s)] [B]."""
+        out = self.actor(self.normalize(obs))
+        if self.discrete:
+            logp_all = torch.log_softmax(out, dim=-1)
+            return categorical_logprob(out, actions), -(logp_all.exp() * logp_all).sum(-1)
+        entropy = (self.log_std + 0.5 * np.log(2 * np.pi * np.e)).sum().expand(out.shape[0])
+        return gaussian_logprob(actions, out, self.log_std), entropy
+
+
+def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = -sum_i [ (a_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + log(2 pi) / 2 ], [B].
+    `actions` are the sampled ones, before any clipping to the env's bounds: the clip is the env's."""
+    z = (actions - mean) / log_std.exp()
+    return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
+
+
+def reward_to_go(rewards, terminations, truncations, bootstrap_values, gamma: float) -> torch.Tensor:
+    """r_{k,to-go} = sum_{l=k}^{end} gamma^{l-k} r_l over each episode, all tensors [T, N]:
+
+        r_{k,to-go} = r_k + gamma r_{k+1,to-go}             inside an episode
+        r_{k,to-go} = r_k                                   at a termination (the task ended)
+        r_{k,to-go} = r_k + gamma V(s_{k+1})                at a truncation (the time limit ended it)
+
+    bootstrap_values holds V of the last observation where truncated (and anything elsewhere).
+    """
+    episode_over = torch.maximum(terminations, truncations)
+    bootstrap = truncations * (1.0 - terminations) * bootstrap_values  # a termination wins over a truncation
+    returns = torch.zeros_like(rewards)
+    next_return = torch.zeros_like(rewards[0])
+    for k in reversed(range(rewards.shape[0])):
+        next_return = rewards[k] + gamma * ((1.0 - episode_over[k]) * next_return + bootstrap[k])
+        returns[k] = next_return
+    return returns
+
+
+def step_in_episode(episode_over: torch.Tensor) -> torch.Tensor:
+    """k, the index of each step within its episode, [T, N] (the rollout starts new episodes in all envs)."""
+    k = torch.zeros_like(episode_over)
+    for t in range(1, episode_over.shape[0]):
+        k[t] = (k[t - 1] + 1) * (1.0 - episode_over[t - 1])
+    return k
+
+
+def mean_baseline(returns_to_go: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """r_base(s_k) = the mean of r_{k,to-go} over the batch's other episodes at the same step k, [B].
+
+    Leaving the episode itself out keeps the estimate unbiased: the baseline of a_k must not depend
+    on a_k, and a mean that included its own return would shrink the gradient by (1 - 1/M).
+    Where no other episode reached step k the baseline is 0.
+    """
+    k = k.long()  # a step index within an episode is below the batch's size B: B bins hold every k
+    sums = torch.zeros_like(returns_to_go).index_add_(0, k, returns_to_go)
+    counts = torch.zeros_like(sums).index_add_(0, k, torch.ones_like(returns_to_go))
+    others = counts[k] - 1
+    return torch.where(others > 0, (sums[k] - returns_to_go) / others.clamp(min=1), 0.0)
+
+
+def policy_gradient_loss(logprob, discounts, returns_to_go, baselines, num_episodes: int) -> torch.Tensor:
+    """-grad U(theta) as a loss for autograd, all tensors [B] (the steps of num_episodes episodes):
+
+        loss = -(1/M) sum_tau sum_k log pi_theta(a_k|s_k) gamma^k (r_{k,to-go} - r_base(s_k))
+
+    discounts are gamma^k, or 1 without --discount-gradient. Why most code drops gamma^k (Thomas
+    2014, "Bias in natural actor-critic algorithms"): with it, late steps of long episodes barely
+    count (0.99^300 = 0.05), although the policy must act well there too; without it every step
+    weighs alike, the estimate is no longer the gradient of the discounted U (nor of any function:
+    Nota & Thomas 2020, "Is the policy gradient a gradient?"), and gamma only shortens how far
+    ahead the reward-to-go credits an action.
+    """
+    return -(logprob * discounts * (returns_to_go - baselines)).sum() / num_episodes
+
+
+def train(args: Args) -> str:
+    """Play episodes_per_update whole episodes with pi_theta, take one step theta' = theta + alpha grad U,
+    fit V to the rewards-to-go; repeat until total_timesteps. Returns the run folder."""
+    env = check_args(args)
+    obs_dim, action_space = env.observation_space.shape[0], env.action_space
+    env.close()
+    seed_everything(args.seed, args.torch_deterministic)
+    device = pick_device(args.cuda)
+    # a 64-unit MLP on a few envs is too little work to split between threads: on this repo's 2-core
+    # CI machine, busy, two threads ran 30x slower than one (measured: 60 vs 2,000 steps per second)
+    torch.set_num_threads(1)
+    run = Run(args, args.total_timesteps)
+
+    envs = make_envs(args.env_id, args.num_envs)
+    envs.action_space.seed(args.seed)
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    action_dim = int(action_space.n) if discrete else action_space.shape[0]
+    meta = {"env_id": args.env_id, "obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
+    agent = Agent(obs_dim, action_dim, discrete, args.normalize_obs).to(device)
+    policy_params = list(agent.actor.parameters()) + ([] if discrete else [agent.log_std])
+    policy_optimizer = torch.optim.Adam(policy_params, lr=args.learning_rate)
+    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
+
+    N, M = args.num_envs, args.episodes_per_update
+    global_step, reset_seed = 0, run.env_seed(args.seed)
+
+    def checkpoint() -> dict:  # everything the loop needs to go on (the envs start new episodes anyway)
+        model = {"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}
+        optimizers = {
+            "policy_optimizer": policy_optimizer.state_dict(),
+            "value_optimizer": value_optimizer.state_dict(),
+        }
+        return model | optimizers
+
+    if (state := run.resume()) is not None:
+        agent.load_state_dict(state["model"])
+        policy_optimizer.load_state_dict(state["policy_optimizer"])
+        value_optimizer.load_state_dict(state["value_optimizer"])
+        global_step = state["global_step"]
+    while global_step < args.total_timesteps:
+        # ---- act and observe: M whole episodes with pi_theta, spread over the N envs ----
+        # An env starts another episode only while fewer than M have been started, and every started
+        # episode is played to its end: which episodes enter the batch never depends on their own
+        # length (keeping the first M to finish would favour short ones). Envs that are done wait;
+        # their steps are neither learned from nor counted.
+        next_obs, _ = envs.reset(seed=reset_seed)  # sub-env i gets seed + i, the first time only
+        reset_seed = None
+        active = np.arange(N) < M
+        started = int(active.sum())
+        episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
+        obs, actions, rewards, terminations, truncations, actives, final_obs = [], [], [], [], [], [], {}
+        with torch.inference_mode():
+            while active.any():
+                obs.append(next_obs)
+                actives.append(active.copy())
+                action = agent.sample(torch.as_tensor(next_obs, dtype=torch.float32, device=device)).cpu().numpy()
+                actions.append(action)
+                # the env gets the action clipped to its bounds; log pi_theta is of the sampled one
+                env_action = action if discrete else np.clip(action, action_space.low, action_space.high)
+                next_obs, reward, terminated, truncated, info = envs.step(env_action)
+                rewards.append(reward)
+                terminations.append(terminated)
+                truncations.append(truncated)
+                global_step += int(active.sum())
+                episode_return += reward
+                episode_length += 1
+                for i in np.flatnonzero((terminated | truncated) & active):
+                    if truncated[i] and not terminated[i]:  # the time limit cut it: V(s_{d+1}) completes it
+                        final_obs[(len(rewards) - 1, i)] = info["final_obs"][i]
+                    run.log(
+                        global_step,
+                        {"charts/episodic_return": episode_return[i], "charts/episodic_length": episode_length[i]},
+                    )
+                    if started < M:
+                        started += 1
+                    else:
+                        active[i] = False
+                episode_return[terminated | truncated] = 0
+                episode_length[terminated | truncated] = 0
+
+            as_tensor = lambda x: torch.as_tensor(np.array(x), dtype=torch.float32, device=device)  # [T, N, ...]
+            obs_t, rewards_t = as_tensor(obs), as_tensor(rewards)
+            terminations_t, truncations_t = as_tensor(terminations), as_tensor(truncations)
+            bootstrap_values = torch.zeros_like(rewards_t)
+            if final_obs:
+                bootstrap_values[tuple(zip(*final_obs, strict=True))] = agent.value(as_tensor(list(final_obs.values())))
+            returns_t = reward_to_go(rewards_t, terminations_t, truncations_t, bootstrap_values, args.gamma)
+            k_t = step_in_episode(torch.maximum(terminations_t, truncations_t))
+
+        # ---- learn: theta' = theta + alpha grad U(theta), from the steps of the M episodes ----
+        mask = torch.as_tensor(np.array(actives), device=device)  # [T, N]
+        b_obs, b_returns, b_k = obs_t[mask], returns_t[mask], k_t[mask]
+        b_actions = torch.as_tensor(np.array(actions), device=device)[mask]
+        with torch.no_grad():
+            b_values = agent.value(b_obs)  # V from earlier batches only: independent of these actions
+            if args.baseline == "value":
+                b_baselines = b_values
+            elif args.baseline == "mean":
+                b_baselines = mean_baseline(b_returns, b_k)
+            else:
+                b_baselines = torch.zeros_like(b_returns)
+            discounts = args.gamma**b_k if args.discount_gradient else torch.ones_like(b_k)
+        logprob, entropy = agent.logprob_and_entropy(b_obs, b_actions)
+        # lecture: grad U(theta) = E_tau[sum_k grad log pi_theta(a_k|s_k) gamma^k (r_{k,to-go} - r_base(s_k))]
+        pg_loss = policy_gradient_loss(logprob, discounts, b_returns, b_baselines, M)
+        policy_optimizer.zero_grad(set_to_none=True)
+        pg_loss.backward()
+        # deviation: Adam's step instead of theta + alpha grad U (Kingma & Ba 2015; as Spinning Up's VPG)
+        policy_optimizer.step()
+
+        # ---- fit the baseline: V(s_k) ~ r_{k,to-go}, regression on this batch ----
+        for _ in range(args.vf_iters):
+            v_loss = 0.5 * ((agent.value(b_obs) - b_returns) ** 2).mean()
+            value_optimizer.zero_grad(set_to_none=True)
+            v_loss.backward()
+            value_optimizer.step()
+        if args.normalize_obs:  # between updates, so that pi_theta stays fixed within a batch
+            agent.update_obs_stats(b_obs)
+
+        # how much of the rewards-to-go's variance the baseline explained before the fit (1: all, 0: none)
+        explained_var = 1 - (b_returns - b_baselines).var() / b_returns.var().clamp(min=1e-8)
+        run.log(
+            global_step,
+            {
+                "losses/policy_loss": pg_loss.item(),
+                "losses/value_loss": v_loss.item(),
+                "losses/entropy": entropy.mean().item(),
+                "losses/explained_variance": explained_var.item(),
+                "charts/SPS": run.sps(global_step),
+            },
+        )
+        run.step_done(global_step, checkpoint)
+    envs.close()
+    run.step_done(global_step, checkpoint, final=True)
+
+    if args.save_model:
+        path = os.path.join(run.dir, f"{args.exp_name}.pt")
+        torch.save({"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}, path)
+        print(f"saved {path}")
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
+        scores = evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
+        for episode_return in scores:
+            run.log(global_step, {"eval/episodic_return": episode_return})
+        report_scores(scores, args.env_id, args.eval_deterministic, "episodes")
+        run.log_videos(video_dir)
+    run.close()
+    return run.dir
+
+
+# ---------------------------------------------------------------- Appendix: the plumbing
+# Everything below serves the algorithm above and can be skipped on a first read: the block every script
+# shares (run folder, metrics, checkpoints, resume, signals, the non-finite guard, evaluation records), the
+# checks of the input, loading a saved model, and the evaluation.
+
+
 # --- shared: begin ---
 def fail(message: str) -> NoReturn:
     """Stop before training with a one-line error saying what was wrong and what to do."""
@@ -517,155 +822,6 @@ def check_env(env_id: str, render: bool = False) -> gym.Env:
     return env
 
 
-def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """N copies in one process. SameStep autoreset: an episode's end returns the next episode's first
-    observation at once (the last one is in info["final_obs"]), so every step returned is real."""
-    return gym.make_vec(
-        env_id,
-        num_envs,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-    )
-
-
-def layer_init(layer: nn.Linear, std: float = np.sqrt(2)) -> nn.Linear:
-    # impl detail: orthogonal weights, zero bias (Huang et al. 2022, "37 implementation details", detail 2)
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, 0.0)
-    return layer
-
-
-def mlp(inputs: int, outputs: int, out_std: float) -> nn.Sequential:
-    return nn.Sequential(
-        layer_init(nn.Linear(inputs, 64)),
-        nn.Tanh(),
-        layer_init(nn.Linear(64, 64)),
-        nn.Tanh(),
-        layer_init(nn.Linear(64, outputs), std=out_std),
-    )
-
-
-class Agent(nn.Module):
-    """The policy pi_theta(a|s) (categorical for Discrete, diagonal Gaussian for Box actions) and,
-    separately, the value V(s); optionally the running mean and variance of the observations."""
-
-    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, normalize_obs: bool = False):
-        super().__init__()
-        self.discrete, self.normalize_obs = discrete, normalize_obs
-        # logits [B, A] or the Gaussian's mean [B, A]; small last layer -> near-uniform / near-zero start
-        self.actor = mlp(obs_dim, action_dim, out_std=0.01)
-        self.critic = mlp(obs_dim, 1, out_std=1.0)
-        # a state-independent log sigma per action dimension (also part of theta)
-        self.log_std = None if discrete else nn.Parameter(torch.zeros(action_dim))
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_var", torch.ones(obs_dim))
-        self.register_buffer("obs_count", torch.tensor(0.0))
-
-    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        if not self.normalize_obs:
-            return obs
-        # impl detail: clip standardized observations to [-10, 10] (as Stable-Baselines3's VecNormalize)
-        return ((obs - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)).clamp(-10.0, 10.0)
-
-    def update_obs_stats(self, obs: torch.Tensor) -> None:
-        """Merge a batch's mean and variance into the running ones (Chan et al.'s parallel algorithm)."""
-        n, batch_mean, batch_var = obs.shape[0], obs.mean(0), obs.var(0, unbiased=False)
-        total = self.obs_count + n
-        delta = batch_mean - self.obs_mean
-        m2 = self.obs_var * self.obs_count + batch_var * n + delta**2 * self.obs_count * n / total
-        self.obs_mean += delta * n / total
-        self.obs_var.copy_(m2 / total)
-        self.obs_count.copy_(total)
-
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.normalize(obs)).squeeze(-1)  # [B]
-
-    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """a ~ pi_theta(.|s) (or its mode): [B] action indices, or [B, A] unclipped Gaussian actions."""
-        out = self.actor(self.normalize(obs))
-        if self.discrete:
-            probs = torch.softmax(out, dim=-1)
-            return probs.argmax(-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
-        return out if deterministic else out + self.log_std.exp() * torch.randn_like(out)
-
-    def logprob_and_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """log pi_theta(a|s) [B] and the policy's entropy H[pi_theta(.|s)] [B]."""
-        out = self.actor(self.normalize(obs))
-        if self.discrete:
-            logp_all = torch.log_softmax(out, dim=-1)
-            return categorical_logprob(out, actions), -(logp_all.exp() * logp_all).sum(-1)
-        entropy = (self.log_std + 0.5 * np.log(2 * np.pi * np.e)).sum().expand(out.shape[0])
-        return gaussian_logprob(actions, out, self.log_std), entropy
-
-
-def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
-    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-
-
-def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log pi_theta(a|s) = -sum_i [ (a_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + log(2 pi) / 2 ], [B].
-    `actions` are the sampled ones, before any clipping to the env's bounds: the clip is the env's."""
-    z = (actions - mean) / log_std.exp()
-    return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
-
-
-def reward_to_go(rewards, terminations, truncations, bootstrap_values, gamma: float) -> torch.Tensor:
-    """r_{k,to-go} = sum_{l=k}^{end} gamma^{l-k} r_l over each episode, all tensors [T, N]:
-
-        r_{k,to-go} = r_k + gamma r_{k+1,to-go}             inside an episode
-        r_{k,to-go} = r_k                                   at a termination (the task ended)
-        r_{k,to-go} = r_k + gamma V(s_{k+1})                at a truncation (the time limit ended it)
-
-    bootstrap_values holds V of the last observation where truncated (and anything elsewhere).
-    """
-    episode_over = torch.maximum(terminations, truncations)
-    bootstrap = truncations * (1.0 - terminations) * bootstrap_values  # a termination wins over a truncation
-    returns = torch.zeros_like(rewards)
-    next_return = torch.zeros_like(rewards[0])
-    for k in reversed(range(rewards.shape[0])):
-        next_return = rewards[k] + gamma * ((1.0 - episode_over[k]) * next_return + bootstrap[k])
-        returns[k] = next_return
-    return returns
-
-
-def step_in_episode(episode_over: torch.Tensor) -> torch.Tensor:
-    """k, the index of each step within its episode, [T, N] (the rollout starts new episodes in all envs)."""
-    k = torch.zeros_like(episode_over)
-    for t in range(1, episode_over.shape[0]):
-        k[t] = (k[t - 1] + 1) * (1.0 - episode_over[t - 1])
-    return k
-
-
-def mean_baseline(returns_to_go: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """r_base(s_k) = the mean of r_{k,to-go} over the batch's other episodes at the same step k, [B].
-
-    Leaving the episode itself out keeps the estimate unbiased: the baseline of a_k must not depend
-    on a_k, and a mean that included its own return would shrink the gradient by (1 - 1/M).
-    Where no other episode reached step k the baseline is 0.
-    """
-    k = k.long()  # a step index within an episode is below the batch's size B: B bins hold every k
-    sums = torch.zeros_like(returns_to_go).index_add_(0, k, returns_to_go)
-    counts = torch.zeros_like(sums).index_add_(0, k, torch.ones_like(returns_to_go))
-    others = counts[k] - 1
-    return torch.where(others > 0, (sums[k] - returns_to_go) / others.clamp(min=1), 0.0)
-
-
-def policy_gradient_loss(logprob, discounts, returns_to_go, baselines, num_episodes: int) -> torch.Tensor:
-    """-grad U(theta) as a loss for autograd, all tensors [B] (the steps of num_episodes episodes):
-
-        loss = -(1/M) sum_tau sum_k log pi_theta(a_k|s_k) gamma^k (r_{k,to-go} - r_base(s_k))
-
-    discounts are gamma^k, or 1 without --discount-gradient. Why most code drops gamma^k (Thomas
-    2014, "Bias in natural actor-critic algorithms"): with it, late steps of long episodes barely
-    count (0.99^300 = 0.05), although the policy must act well there too; without it every step
-    weighs alike, the estimate is no longer the gradient of the discounted U (nor of any function:
-    Nota & Thomas 2020, "Is the policy gradient a gradient?"), and gamma only shortens how far
-    ahead the reward-to-go credits an action.
-    """
-    return -(logprob * discounts * (returns_to_go - baselines)).sum() / num_episodes
-
-
 def check_args(args: Args) -> gym.Env:
     """Fail on bad input before anything is allocated; return one env to read the spaces from."""
     check_common(args)
@@ -679,156 +835,6 @@ def check_args(args: Args) -> gym.Env:
     if args.baseline not in ("none", "mean", "value"):
         fail(f"--baseline must be none, mean or value, got {args.baseline!r}")
     return check_env(args.env_id, render=args.capture_video and args.eval_episodes > 0)
-
-
-def train(args: Args) -> str:
-    """Play episodes_per_update whole episodes with pi_theta, take one step theta' = theta + alpha grad U,
-    fit V to the rewards-to-go; repeat until total_timesteps. Returns the run folder."""
-    env = check_args(args)
-    obs_dim, action_space = env.observation_space.shape[0], env.action_space
-    env.close()
-    seed_everything(args.seed, args.torch_deterministic)
-    device = pick_device(args.cuda)
-    # a 64-unit MLP on a few envs is too little work to split between threads: on this repo's 2-core
-    # CI machine, busy, two threads ran 30x slower than one (measured: 60 vs 2,000 steps per second)
-    torch.set_num_threads(1)
-    run = Run(args, args.total_timesteps)
-
-    envs = make_envs(args.env_id, args.num_envs)
-    envs.action_space.seed(args.seed)
-    discrete = isinstance(action_space, gym.spaces.Discrete)
-    action_dim = int(action_space.n) if discrete else action_space.shape[0]
-    meta = {"env_id": args.env_id, "obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
-    agent = Agent(obs_dim, action_dim, discrete, args.normalize_obs).to(device)
-    policy_params = list(agent.actor.parameters()) + ([] if discrete else [agent.log_std])
-    policy_optimizer = torch.optim.Adam(policy_params, lr=args.learning_rate)
-    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
-
-    N, M = args.num_envs, args.episodes_per_update
-    global_step, reset_seed = 0, run.env_seed(args.seed)
-
-    def checkpoint() -> dict:  # everything the loop needs to go on (the envs start new episodes anyway)
-        model = {"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}
-        optimizers = {
-            "policy_optimizer": policy_optimizer.state_dict(),
-            "value_optimizer": value_optimizer.state_dict(),
-        }
-        return model | optimizers
-
-    if (state := run.resume()) is not None:
-        agent.load_state_dict(state["model"])
-        policy_optimizer.load_state_dict(state["policy_optimizer"])
-        value_optimizer.load_state_dict(state["value_optimizer"])
-        global_step = state["global_step"]
-    while global_step < args.total_timesteps:
-        # ---- act and observe: M whole episodes with pi_theta, spread over the N envs ----
-        # An env starts another episode only while fewer than M have been started, and every started
-        # episode is played to its end: which episodes enter the batch never depends on their own
-        # length (keeping the first M to finish would favour short ones). Envs that are done wait;
-        # their steps are neither learned from nor counted.
-        next_obs, _ = envs.reset(seed=reset_seed)  # sub-env i gets seed + i, the first time only
-        reset_seed = None
-        active = np.arange(N) < M
-        started = int(active.sum())
-        episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-        obs, actions, rewards, terminations, truncations, actives, final_obs = [], [], [], [], [], [], {}
-        with torch.inference_mode():
-            while active.any():
-                obs.append(next_obs)
-                actives.append(active.copy())
-                action = agent.sample(torch.as_tensor(next_obs, dtype=torch.float32, device=device)).cpu().numpy()
-                actions.append(action)
-                # the env gets the action clipped to its bounds; log pi_theta is of the sampled one
-                env_action = action if discrete else np.clip(action, action_space.low, action_space.high)
-                next_obs, reward, terminated, truncated, info = envs.step(env_action)
-                rewards.append(reward)
-                terminations.append(terminated)
-                truncations.append(truncated)
-                global_step += int(active.sum())
-                episode_return += reward
-                episode_length += 1
-                for i in np.flatnonzero((terminated | truncated) & active):
-                    if truncated[i] and not terminated[i]:  # the time limit cut it: V(s_{d+1}) completes it
-                        final_obs[(len(rewards) - 1, i)] = info["final_obs"][i]
-                    run.log(
-                        global_step,
-                        {"charts/episodic_return": episode_return[i], "charts/episodic_length": episode_length[i]},
-                    )
-                    if started < M:
-                        started += 1
-                    else:
-                        active[i] = False
-                episode_return[terminated | truncated] = 0
-                episode_length[terminated | truncated] = 0
-
-            as_tensor = lambda x: torch.as_tensor(np.array(x), dtype=torch.float32, device=device)  # [T, N, ...]
-            obs_t, rewards_t = as_tensor(obs), as_tensor(rewards)
-            terminations_t, truncations_t = as_tensor(terminations), as_tensor(truncations)
-            bootstrap_values = torch.zeros_like(rewards_t)
-            if final_obs:
-                bootstrap_values[tuple(zip(*final_obs, strict=True))] = agent.value(as_tensor(list(final_obs.values())))
-            returns_t = reward_to_go(rewards_t, terminations_t, truncations_t, bootstrap_values, args.gamma)
-            k_t = step_in_episode(torch.maximum(terminations_t, truncations_t))
-
-        # ---- learn: theta' = theta + alpha grad U(theta), from the steps of the M episodes ----
-        mask = torch.as_tensor(np.array(actives), device=device)  # [T, N]
-        b_obs, b_returns, b_k = obs_t[mask], returns_t[mask], k_t[mask]
-        b_actions = torch.as_tensor(np.array(actions), device=device)[mask]
-        with torch.no_grad():
-            b_values = agent.value(b_obs)  # V from earlier batches only: independent of these actions
-            if args.baseline == "value":
-                b_baselines = b_values
-            elif args.baseline == "mean":
-                b_baselines = mean_baseline(b_returns, b_k)
-            else:
-                b_baselines = torch.zeros_like(b_returns)
-            discounts = args.gamma**b_k if args.discount_gradient else torch.ones_like(b_k)
-        logprob, entropy = agent.logprob_and_entropy(b_obs, b_actions)
-        # lecture: grad U(theta) = E_tau[sum_k grad log pi_theta(a_k|s_k) gamma^k (r_{k,to-go} - r_base(s_k))]
-        pg_loss = policy_gradient_loss(logprob, discounts, b_returns, b_baselines, M)
-        policy_optimizer.zero_grad(set_to_none=True)
-        pg_loss.backward()
-        # deviation: Adam's step instead of theta + alpha grad U (Kingma & Ba 2015; as Spinning Up's VPG)
-        policy_optimizer.step()
-
-        # ---- fit the baseline: V(s_k) ~ r_{k,to-go}, regression on this batch ----
-        for _ in range(args.vf_iters):
-            v_loss = 0.5 * ((agent.value(b_obs) - b_returns) ** 2).mean()
-            value_optimizer.zero_grad(set_to_none=True)
-            v_loss.backward()
-            value_optimizer.step()
-        if args.normalize_obs:  # between updates, so that pi_theta stays fixed within a batch
-            agent.update_obs_stats(b_obs)
-
-        # how much of the rewards-to-go's variance the baseline explained before the fit (1: all, 0: none)
-        explained_var = 1 - (b_returns - b_baselines).var() / b_returns.var().clamp(min=1e-8)
-        run.log(
-            global_step,
-            {
-                "losses/policy_loss": pg_loss.item(),
-                "losses/value_loss": v_loss.item(),
-                "losses/entropy": entropy.mean().item(),
-                "losses/explained_variance": explained_var.item(),
-                "charts/SPS": run.sps(global_step),
-            },
-        )
-        run.step_done(global_step, checkpoint)
-    envs.close()
-    run.step_done(global_step, checkpoint, final=True)
-
-    if args.save_model:
-        path = os.path.join(run.dir, f"{args.exp_name}.pt")
-        torch.save({"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}, path)
-        print(f"saved {path}")
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
-        scores = evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
-        for episode_return in scores:
-            run.log(global_step, {"eval/episodic_return": episode_return})
-        report_scores(scores, args.env_id, args.eval_deterministic, "episodes")
-        run.log_videos(video_dir)
-    run.close()
-    return run.dir
 
 
 CHECKPOINT_KEYS = {"model", "env_id", "obs_dim", "action_dim", "discrete", "normalize_obs"}

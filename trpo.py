@@ -128,6 +128,415 @@ class Args:
     """divide rewards by the running std of the discounted return (the RL Zoo's MuJoCo setup)"""
 
 
+def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+    """N copies in one process. SameStep autoreset (as Stable-Baselines3's VecEnv): an episode's end returns
+    the next episode's first observation at once (the last one is in info["final_obs"]), so every step
+    returned is a real transition."""
+    return gym.make_vec(
+        env_id,
+        num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+    )
+
+
+class RunningMeanStd(nn.Module):
+    """Mean and variance of everything seen so far, merged batch by batch (Chan et al. 1979's parallel
+    algorithm); buffers, so that they are saved with the model."""
+
+    def __init__(self, shape: tuple[int, ...] = ()):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("var", torch.ones(shape))
+        self.register_buffer("count", torch.tensor(0.0))
+
+    def update(self, x: torch.Tensor) -> None:
+        """x [B, *shape]: mean <- mean + delta n / (m + n), M2 <- M2 + M2_x + delta^2 m n / (m + n)."""
+        x = x.reshape(-1, *self.mean.shape)
+        n, batch_mean, batch_var = x.shape[0], x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+
+def layer_init(layer: nn.Linear, std: float = np.sqrt(2)) -> nn.Linear:
+    # impl detail: orthogonal weights, zero bias (Huang et al. 2022, "37 implementation details", detail 2; SB3)
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, 0.0)
+    return layer
+
+
+def mlp(inputs: int, outputs: int, out_std: float, hidden: int = 64) -> nn.Sequential:
+    return nn.Sequential(
+        layer_init(nn.Linear(inputs, hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(hidden, hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(hidden, outputs), std=out_std),
+    )
+
+
+class Agent(nn.Module):
+    """The policy pi_theta(a|s) (categorical for Discrete, diagonal Gaussian for Box actions) and, separately,
+    the value V(s), both 64-64 tanh MLPs (SB3's MlpPolicy); the running statistics of the observations."""
+
+    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, normalize_obs: bool = False, hidden: int = 64):
+        super().__init__()
+        self.discrete, self.normalize_obs = discrete, normalize_obs
+        # logits [B, A] or the Gaussian's mean [B, A]; small last layer -> near-uniform / near-zero start
+        self.actor = mlp(obs_dim, action_dim, out_std=0.01, hidden=hidden)
+        self.critic = mlp(obs_dim, 1, out_std=1.0, hidden=hidden)
+        # a state-independent log sigma per action dimension (also part of theta)
+        self.log_std = None if discrete else nn.Parameter(torch.zeros(action_dim))
+        self.obs_rms = RunningMeanStd((obs_dim,))
+
+    def policy_params(self) -> list[nn.Parameter]:
+        """theta: the actor's weights, then log sigma for Box actions (the order of every flat vector)."""
+        return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.normalize_obs:
+            return obs
+        # impl detail: clip standardized observations to [-10, 10] (as Stable-Baselines3's VecNormalize)
+        return ((obs - self.obs_rms.mean) / torch.sqrt(self.obs_rms.var + 1e-8)).clamp(-10.0, 10.0)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.normalize(obs)).squeeze(-1)  # [B] (or [T, N])
+
+    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """a ~ pi_theta(.|s) (or its mode): [B] action indices, or [B, A] unclipped Gaussian actions."""
+        out = self.actor(self.normalize(obs))
+        if self.discrete:
+            probs = torch.softmax(out, dim=-1)
+            return probs.argmax(-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
+        return out if deterministic else out + self.log_std.exp() * torch.randn_like(out)
+
+    def logprob_and_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi_theta(a|s) [B] and the policy's entropy H[pi_theta(.|s)] [B]."""
+        out = self.actor(self.normalize(obs))
+        if self.discrete:
+            logp_all = torch.log_softmax(out, dim=-1)
+            return categorical_logprob(out, actions), -(logp_all.exp() * logp_all).sum(-1)
+        entropy = (self.log_std + 0.5 * np.log(2 * np.pi * np.e)).sum().expand(out.shape[0])
+        return gaussian_logprob(actions, out, self.log_std), entropy
+
+    def mean_kl(self, obs: torch.Tensor, old_out: torch.Tensor, old_log_std: torch.Tensor | None) -> torch.Tensor:
+        """(1/B) sum_s D_KL(pi_old(.|s) || pi_theta(.|s)) over the states [B], from pi_old's outputs."""
+        out = self.actor(self.normalize(obs))
+        if self.discrete:
+            return categorical_kl(old_out, out).mean()
+        return gaussian_kl(old_out, old_log_std, out, self.log_std).mean()
+
+
+def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = -sum_i [ (a_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + log(2 pi) / 2 ], [B].
+    `actions` are the sampled ones, before any clipping to the env's bounds: the clip is the env's."""
+    z = (actions - mean) / log_std.exp()
+    return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
+
+
+def categorical_kl(old_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """D_KL(p || q) = sum_a p(a) log(p(a) / q(a)) per state [B], for p = softmax(old_logits), q = softmax(logits)."""
+    old_logp, logp = torch.log_softmax(old_logits, dim=-1), torch.log_softmax(logits, dim=-1)
+    return (old_logp.exp() * (old_logp - logp)).sum(-1)
+
+
+def gaussian_kl(old_mean, old_log_std, mean, log_std) -> torch.Tensor:
+    """D_KL(N(mu_0, sigma_0^2) || N(mu, sigma^2)) per state [B], summed over the action dimensions i:
+    sum_i [ log(sigma_i / sigma_0i) + (sigma_0i^2 + (mu_0i - mu_i)^2) / (2 sigma_i^2) - 1/2 ]."""
+    var, old_var = torch.exp(2 * log_std), torch.exp(2 * old_log_std)
+    return (log_std - old_log_std + (old_var + (old_mean - mean) ** 2) / (2 * var) - 0.5).sum(-1)
+
+
+def gae(rewards, values, next_values, terminations, truncations, gamma: float, gae_lambda: float) -> torch.Tensor:
+    """Generalized advantage estimation over a rollout, all tensors [T, N]:
+
+    delta_t = r_t + gamma (1 - terminated_t) V(s'_t) - V(s_t)
+    A_t     = delta_t + gamma lambda (1 - episode_over_t) A_{t+1}
+
+    s'_t is the state after step t: s_{t+1}, or the last observation of an episode cut by the time
+    limit, which is bootstrapped (the task did not end, only our patience). A termination is not
+    bootstrapped. The sum never runs across an episode's end (episode_over = terminated or truncated).
+    """
+    episode_over = torch.maximum(terminations, truncations)
+    deltas = rewards + gamma * (1.0 - terminations) * next_values - values
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        last = deltas[t] + gamma * gae_lambda * (1.0 - episode_over[t]) * last
+        advantages[t] = last
+    return advantages
+
+
+def flat_grad(y: torch.Tensor, params: list, **kwargs) -> torch.Tensor:
+    """dy/dtheta as one vector [P], in the order of params."""
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
+
+
+def fisher_vector_product(kl_grad: torch.Tensor, params: list, v: torch.Tensor, damping: float) -> torch.Tensor:
+    """(F + damping I) v without forming F: F is the Hessian of the mean KL at theta = theta_old,
+
+        F v = grad_theta( grad_theta D_KL(pi_old || pi_theta)^T v )        (double backprop)
+
+    kl_grad = grad_theta D_KL, built with create_graph=True. Why the Hessian is F: D_KL(pi_old || pi_theta)
+    = E_{a ~ pi_old}[log pi_old - log pi_theta] is 0 and minimal at theta_old, so its gradient vanishes
+    and its Hessian is E[-grad^2 log pi_theta] = E[grad log pi grad log pi^T] (natural_pg.py tests this).
+    """
+    return flat_grad(kl_grad @ v, params, retain_graph=True) + damping * v
+
+
+def conjugate_gradient(Av: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int) -> torch.Tensor:
+    """x ~ A^{-1} b for a symmetric positive definite A known only through v -> A v (Hestenes & Stiefel 1952;
+    Nocedal & Wright, Algorithm 5.2), starting from x = 0:
+
+        alpha = r^T r / p^T A p,   x <- x + alpha p,   r <- r - alpha A p,   p <- r + (r'^T r' / r^T r) p
+    """
+    x, r, p = torch.zeros_like(b), b.clone(), b.clone()
+    rr = r @ r
+    for _ in range(iters):
+        Ap = Av(p)
+        alpha = rr / (p @ Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        rr_new = r @ r
+        if rr_new < 1e-20:  # solved to float precision (p would be 0 and the next alpha 0 / 0)
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def line_search(
+    surrogate_and_kl: Callable[[torch.Tensor], tuple[float, float]],
+    theta_old: torch.Tensor,
+    full_step: torch.Tensor,
+    surrogate_old: float,
+    max_kl: float,
+    backtrack_coef: float,
+    backtrack_iters: int,
+) -> tuple[torch.Tensor, int, float, float]:
+    """Backtracking line search (TRPO paper, Appendix C): try theta = theta_old + alpha^j full_step for
+    j = 0, 1, ..., backtrack_iters - 1 and accept the first with
+
+        KL(theta) <= delta   and   L(theta) > L(theta_old)                 (both measured, not modelled)
+
+    surrogate_and_kl(theta) gives (L(theta), KL(theta)). Returns (theta, j, KL, L) for the accepted step, or
+    (theta_old, backtrack_iters, 0, L(theta_old)) when no try is accepted: the update is skipped.
+    """
+    for j in range(backtrack_iters):
+        theta = theta_old + backtrack_coef**j * full_step
+        surrogate, kl = surrogate_and_kl(theta)
+        # deviation: any improvement of L passes (sb3-contrib, Spinning Up); the paper's code asked for 10% of
+        # the improvement the linear model predicted. A NaN from a wild step fails both tests.
+        if kl <= max_kl and surrogate > surrogate_old:
+            return theta, j, kl, surrogate
+    return theta_old, backtrack_iters, 0.0, surrogate_old
+
+
+def update_policy(agent: Agent, obs, actions, advantages, args: Args) -> dict[str, float]:
+    """One TRPO step on a batch (obs [B, D], actions [B] or [B, A], advantages [B]): CG for the direction,
+    the largest step in the quadratic model, then the line search. Returns what it did, for the log.
+
+        maximize  L(theta) = E[ pi_theta(a|s) / pi_theta_old(a|s) A(s, a) ]
+        subject to  KL(pi_old || pi_theta) <= delta
+    """
+    policy_params = agent.policy_params()
+    with torch.no_grad():
+        old_out = agent.actor(agent.normalize(obs))  # pi_old(.|s): logits or means [B, A]
+        old_log_std = None if agent.discrete else agent.log_std.clone()
+        old_logprob, entropy = agent.logprob_and_entropy(obs, actions)
+
+    def surrogate_and_kl() -> tuple[torch.Tensor, torch.Tensor]:
+        logprob, _ = agent.logprob_and_entropy(obs, actions)
+        # lecture: L(theta) = E[ pi_theta(a|s) / pi_theta_old(a|s) A(s, a) ], the ratio in log space
+        surrogate = (torch.exp(logprob - old_logprob) * advantages).mean()
+        return surrogate, agent.mean_kl(obs, old_out, old_log_std)
+
+    surrogate_old, kl = surrogate_and_kl()
+    # g = grad L(theta_old) = E[grad log pi_theta(a|s) A(s, a)]: the policy gradient, as the ratio is 1 there
+    g = flat_grad(surrogate_old, policy_params)  # [P]
+    # impl detail: F + damping I (the paper's code; Spinning Up and SB3: 0.1); F from a batch is singular
+    kl_grad = flat_grad(kl, policy_params, create_graph=True)
+    fvp = partial(fisher_vector_product, kl_grad, policy_params, damping=args.damping)  # v -> (F + damping I) v
+    # lecture: u = F^{-1} g, the natural gradient direction (here of the damped F), by conjugate gradient
+    u = conjugate_gradient(fvp, g, args.cg_iters)
+    # lecture: the largest step along u with 1/2 dtheta^T F dtheta = delta: beta = sqrt(2 delta / (u^T F u))
+    full_step = torch.sqrt(2 * args.max_kl / (u @ fvp(u))) * u
+
+    def set_and_evaluate(theta: torch.Tensor) -> tuple[float, float]:
+        nn.utils.vector_to_parameters(theta, policy_params)
+        surrogate, kl = surrogate_and_kl()
+        return surrogate.item(), kl.item()
+
+    with torch.no_grad():
+        theta_old = nn.utils.parameters_to_vector(policy_params).clone()
+        theta, backtracks, kl_reached, surrogate_new = line_search(
+            set_and_evaluate,
+            theta_old,
+            full_step,
+            surrogate_old.item(),
+            args.max_kl,
+            args.backtrack_coef,
+            args.backtrack_iters,
+        )
+        nn.utils.vector_to_parameters(theta, policy_params)
+    return {
+        "losses/kl": kl_reached,
+        "losses/backtracks": backtracks,
+        "losses/step_accepted": float(backtracks < args.backtrack_iters),
+        "losses/surrogate_gain": surrogate_new - surrogate_old.item(),
+        "losses/entropy": entropy.mean().item(),
+    }
+
+
+def train(args: Args) -> str:
+    """Collect num_steps x num_envs steps with pi_theta, estimate A by GAE, take one TRPO step, fit V to the
+    lambda-returns; repeat until total_timesteps. Returns the run folder."""
+    env = check_args(args)
+    obs_dim, action_space = env.observation_space.shape[0], env.action_space
+    env.close()
+    seed_everything(args.seed, args.torch_deterministic)
+    device = pick_device(args.cuda)
+    # a 64-unit MLP on a few envs is too little work to split between threads: on this repo's 2-core
+    # CI machine, busy, two threads ran 30x slower than one (measured for reinforce.py: 60 vs 2,000 SPS)
+    torch.set_num_threads(1)
+    T, N = args.num_steps, args.num_envs
+    num_updates = args.total_timesteps // (T * N)
+    run = Run(args, num_updates * T * N)
+
+    envs = make_envs(args.env_id, N)
+    envs.action_space.seed(args.seed)
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    action_dim = int(action_space.n) if discrete else action_space.shape[0]
+    meta = {"env_id": args.env_id, "obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
+    agent = Agent(obs_dim, action_dim, discrete, args.normalize_obs).to(device)
+    # impl detail: Adam eps 1e-5 (SB3's on-policy default; Huang et al. 2022, detail 3)
+    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, eps=1e-5)
+    return_rms = RunningMeanStd().to(device)  # of the discounted return, for --normalize-reward
+
+    # Rollout storage (numpy: filled one step at a time, turned into tensors once per batch)
+    obs = np.zeros((T, N, obs_dim), dtype=np.float32)
+    actions = np.zeros((T, N, *action_space.shape), dtype=np.int64 if discrete else np.float32)
+    rewards, terminations, truncations, returns_seen = (np.zeros((T, N), dtype=np.float32) for _ in range(4))
+    next_obs, _ = envs.reset(seed=run.env_seed(args.seed))  # sub-env i gets seed + i
+    episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
+    running_return = np.zeros(N)  # discounted, for --normalize-reward
+    as_tensor = partial(torch.as_tensor, dtype=torch.float32, device=device)
+    global_step = 0
+
+    def checkpoint() -> dict:  # everything the loop needs to go on (the envs restart their episodes)
+        model = {"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}
+        return model | {"value_optimizer": value_optimizer.state_dict(), "return_rms": return_rms.state_dict()}
+
+    if (state := run.resume()) is not None:
+        agent.load_state_dict(state["model"])
+        value_optimizer.load_state_dict(state["value_optimizer"])
+        return_rms.load_state_dict(state["return_rms"])
+        global_step = state["global_step"]
+    for _update in range(global_step // (T * N), num_updates):
+        # ---- act and observe: T steps in each of the N envs with pi_theta_old; episodes run on across batches ----
+        final_obs = {}  # (t, i) -> the last observation of an episode the time limit cut
+        with torch.no_grad():  # not inference_mode: the batch's tensors are inputs to the policy's gradient
+            for t in range(T):
+                obs[t] = next_obs
+                actions[t] = agent.sample(as_tensor(next_obs)).cpu().numpy()
+                # the env gets the action clipped to its bounds; log pi_theta is of the sampled one
+                env_action = actions[t] if discrete else np.clip(actions[t], action_space.low, action_space.high)
+                next_obs, rewards[t], terminations[t], truncations[t], info = envs.step(env_action)
+                global_step += N
+                episode_over = terminations[t].astype(bool) | truncations[t].astype(bool)
+                for i in np.flatnonzero(truncations[t] * (1 - terminations[t])):
+                    final_obs[(t, i)] = info["final_obs"][i]
+                if args.normalize_reward:
+                    running_return = running_return * args.gamma + rewards[t]
+                    returns_seen[t] = running_return
+                    running_return[episode_over] = 0.0
+                episode_return += rewards[t]
+                episode_length += 1
+                for i in np.flatnonzero(episode_over):
+                    run.log(
+                        global_step,
+                        {"charts/episodic_return": episode_return[i], "charts/episodic_length": episode_length[i]},
+                    )
+                episode_return[episode_over], episode_length[episode_over] = 0, 0
+
+            # ---- advantages: reward-to-go minus the baseline V, by GAE(lambda) ----
+            obs_t, rewards_t = as_tensor(obs), as_tensor(rewards)
+            terminations_t, truncations_t = as_tensor(terminations), as_tensor(truncations)
+            if args.normalize_reward:
+                # impl detail: r / std of the running discounted return, clipped to +-10 (SB3's VecNormalize,
+                # which merges the statistics every step; here once per batch, as the observations')
+                return_rms.update(as_tensor(returns_seen))
+                rewards_t = (rewards_t / torch.sqrt(return_rms.var + 1e-8)).clamp(-10.0, 10.0)
+            values = agent.value(obs_t)  # [T, N]
+            # V(s'_t): the next row of values, V of the last observation where the time limit cut the episode
+            next_values = torch.cat([values[1:], agent.value(as_tensor(next_obs)).unsqueeze(0)])
+            if final_obs:
+                cut = tuple(zip(*final_obs, strict=True))  # ([t, ...], [i, ...])
+                next_values[cut] = agent.value(as_tensor(np.array([*final_obs.values()])))
+            advantages = gae(rewards_t, values, next_values, terminations_t, truncations_t, args.gamma, args.gae_lambda)
+            returns = advantages + values  # targets for V: lambda-returns
+
+        # ---- the TRPO step on the whole batch ----
+        b_obs, b_returns, b_values = obs_t.reshape(T * N, obs_dim), returns.reshape(-1), values.reshape(-1)
+        b_actions = torch.as_tensor(actions, device=device).reshape(T * N, *action_space.shape)
+        b_advantages = advantages.reshape(-1)
+        if args.norm_adv:
+            # impl detail: advantages normalized per batch (SB3's normalize_advantage; Spinning Up's buffer)
+            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+        stats = update_policy(agent, b_obs, b_actions, b_advantages, args)
+
+        # ---- fit the baseline: V(s_t) ~ lambda-return, by Adam on shuffled minibatches ----
+        for _epoch in range(args.vf_epochs):
+            for mb in torch.randperm(T * N, device=device).split(args.vf_minibatch_size):
+                v_loss = 0.5 * ((agent.value(b_obs[mb]) - b_returns[mb]) ** 2).mean()
+                value_optimizer.zero_grad(set_to_none=True)
+                v_loss.backward()
+                value_optimizer.step()
+        if args.normalize_obs:
+            # deviation: merged once per batch, after the update (SB3's VecNormalize merges every step), so that
+            # pi_theta and V stay the same functions of the raw observation within a batch
+            agent.obs_rms.update(b_obs)
+
+        # how much of the returns' variance the baseline explained before the fit (1: all, 0: none)
+        explained_var = 1 - (b_returns - b_values).var() / b_returns.var().clamp(min=1e-8)
+        stats |= {"losses/value_loss": v_loss.item(), "losses/explained_variance": explained_var.item()}
+        if args.normalize_reward:
+            stats["charts/return_std"] = return_rms.var.sqrt().item()
+        run.log(global_step, stats | {"charts/SPS": run.sps(global_step)})
+        run.step_done(global_step, checkpoint)
+    envs.close()
+    run.step_done(global_step, checkpoint, final=True)
+
+    if args.save_model:
+        path = os.path.join(run.dir, f"{args.exp_name}.pt")
+        torch.save({"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}, path)
+        print(f"saved {path}")
+    if args.eval_episodes > 0:
+        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
+        scores = evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
+        for episode_return in scores:
+            run.log(global_step, {"eval/episodic_return": episode_return})
+        report_scores(scores, args.env_id, args.eval_deterministic, "episodes")
+        run.log_videos(video_dir)
+    run.close()
+    return run.dir
+
+
+# ---------------------------------------------------------------- Appendix: the plumbing
+# Everything below serves the algorithm above and can be skipped on a first read: the block every script
+# shares (run folder, metrics, checkpoints, resume, signals, the non-finite guard, evaluation records), the
+# checks of the input, loading a saved model, and the evaluation.
+
+
 # --- shared: begin ---
 def fail(message: str) -> NoReturn:
     """Stop before training with a one-line error saying what was wrong and what to do."""
@@ -537,275 +946,6 @@ def check_env(env_id: str, render: bool = False) -> gym.Env:
     return env
 
 
-def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """N copies in one process. SameStep autoreset (as Stable-Baselines3's VecEnv): an episode's end returns
-    the next episode's first observation at once (the last one is in info["final_obs"]), so every step
-    returned is a real transition."""
-    return gym.make_vec(
-        env_id,
-        num_envs,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-    )
-
-
-class RunningMeanStd(nn.Module):
-    """Mean and variance of everything seen so far, merged batch by batch (Chan et al. 1979's parallel
-    algorithm); buffers, so that they are saved with the model."""
-
-    def __init__(self, shape: tuple[int, ...] = ()):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(shape))
-        self.register_buffer("var", torch.ones(shape))
-        self.register_buffer("count", torch.tensor(0.0))
-
-    def update(self, x: torch.Tensor) -> None:
-        """x [B, *shape]: mean <- mean + delta n / (m + n), M2 <- M2 + M2_x + delta^2 m n / (m + n)."""
-        x = x.reshape(-1, *self.mean.shape)
-        n, batch_mean, batch_var = x.shape[0], x.mean(0), x.var(0, unbiased=False)
-        total = self.count + n
-        delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
-        self.mean += delta * n / total
-        self.var.copy_(m2 / total)
-        self.count.copy_(total)
-
-
-def layer_init(layer: nn.Linear, std: float = np.sqrt(2)) -> nn.Linear:
-    # impl detail: orthogonal weights, zero bias (Huang et al. 2022, "37 implementation details", detail 2; SB3)
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, 0.0)
-    return layer
-
-
-def mlp(inputs: int, outputs: int, out_std: float, hidden: int = 64) -> nn.Sequential:
-    return nn.Sequential(
-        layer_init(nn.Linear(inputs, hidden)),
-        nn.Tanh(),
-        layer_init(nn.Linear(hidden, hidden)),
-        nn.Tanh(),
-        layer_init(nn.Linear(hidden, outputs), std=out_std),
-    )
-
-
-class Agent(nn.Module):
-    """The policy pi_theta(a|s) (categorical for Discrete, diagonal Gaussian for Box actions) and, separately,
-    the value V(s), both 64-64 tanh MLPs (SB3's MlpPolicy); the running statistics of the observations."""
-
-    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, normalize_obs: bool = False, hidden: int = 64):
-        super().__init__()
-        self.discrete, self.normalize_obs = discrete, normalize_obs
-        # logits [B, A] or the Gaussian's mean [B, A]; small last layer -> near-uniform / near-zero start
-        self.actor = mlp(obs_dim, action_dim, out_std=0.01, hidden=hidden)
-        self.critic = mlp(obs_dim, 1, out_std=1.0, hidden=hidden)
-        # a state-independent log sigma per action dimension (also part of theta)
-        self.log_std = None if discrete else nn.Parameter(torch.zeros(action_dim))
-        self.obs_rms = RunningMeanStd((obs_dim,))
-
-    def policy_params(self) -> list[nn.Parameter]:
-        """theta: the actor's weights, then log sigma for Box actions (the order of every flat vector)."""
-        return list(self.actor.parameters()) + ([] if self.discrete else [self.log_std])
-
-    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        if not self.normalize_obs:
-            return obs
-        # impl detail: clip standardized observations to [-10, 10] (as Stable-Baselines3's VecNormalize)
-        return ((obs - self.obs_rms.mean) / torch.sqrt(self.obs_rms.var + 1e-8)).clamp(-10.0, 10.0)
-
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.normalize(obs)).squeeze(-1)  # [B] (or [T, N])
-
-    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """a ~ pi_theta(.|s) (or its mode): [B] action indices, or [B, A] unclipped Gaussian actions."""
-        out = self.actor(self.normalize(obs))
-        if self.discrete:
-            probs = torch.softmax(out, dim=-1)
-            return probs.argmax(-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
-        return out if deterministic else out + self.log_std.exp() * torch.randn_like(out)
-
-    def logprob_and_entropy(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """log pi_theta(a|s) [B] and the policy's entropy H[pi_theta(.|s)] [B]."""
-        out = self.actor(self.normalize(obs))
-        if self.discrete:
-            logp_all = torch.log_softmax(out, dim=-1)
-            return categorical_logprob(out, actions), -(logp_all.exp() * logp_all).sum(-1)
-        entropy = (self.log_std + 0.5 * np.log(2 * np.pi * np.e)).sum().expand(out.shape[0])
-        return gaussian_logprob(actions, out, self.log_std), entropy
-
-    def mean_kl(self, obs: torch.Tensor, old_out: torch.Tensor, old_log_std: torch.Tensor | None) -> torch.Tensor:
-        """(1/B) sum_s D_KL(pi_old(.|s) || pi_theta(.|s)) over the states [B], from pi_old's outputs."""
-        out = self.actor(self.normalize(obs))
-        if self.discrete:
-            return categorical_kl(old_out, out).mean()
-        return gaussian_kl(old_out, old_log_std, out, self.log_std).mean()
-
-
-def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
-    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-
-
-def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log pi_theta(a|s) = -sum_i [ (a_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + log(2 pi) / 2 ], [B].
-    `actions` are the sampled ones, before any clipping to the env's bounds: the clip is the env's."""
-    z = (actions - mean) / log_std.exp()
-    return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
-
-
-def categorical_kl(old_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """D_KL(p || q) = sum_a p(a) log(p(a) / q(a)) per state [B], for p = softmax(old_logits), q = softmax(logits)."""
-    old_logp, logp = torch.log_softmax(old_logits, dim=-1), torch.log_softmax(logits, dim=-1)
-    return (old_logp.exp() * (old_logp - logp)).sum(-1)
-
-
-def gaussian_kl(old_mean, old_log_std, mean, log_std) -> torch.Tensor:
-    """D_KL(N(mu_0, sigma_0^2) || N(mu, sigma^2)) per state [B], summed over the action dimensions i:
-    sum_i [ log(sigma_i / sigma_0i) + (sigma_0i^2 + (mu_0i - mu_i)^2) / (2 sigma_i^2) - 1/2 ]."""
-    var, old_var = torch.exp(2 * log_std), torch.exp(2 * old_log_std)
-    return (log_std - old_log_std + (old_var + (old_mean - mean) ** 2) / (2 * var) - 0.5).sum(-1)
-
-
-def gae(rewards, values, next_values, terminations, truncations, gamma: float, gae_lambda: float) -> torch.Tensor:
-    """Generalized advantage estimation over a rollout, all tensors [T, N]:
-
-    delta_t = r_t + gamma (1 - terminated_t) V(s'_t) - V(s_t)
-    A_t     = delta_t + gamma lambda (1 - episode_over_t) A_{t+1}
-
-    s'_t is the state after step t: s_{t+1}, or the last observation of an episode cut by the time
-    limit, which is bootstrapped (the task did not end, only our patience). A termination is not
-    bootstrapped. The sum never runs across an episode's end (episode_over = terminated or truncated).
-    """
-    episode_over = torch.maximum(terminations, truncations)
-    deltas = rewards + gamma * (1.0 - terminations) * next_values - values
-    advantages = torch.zeros_like(rewards)
-    last = torch.zeros_like(rewards[0])
-    for t in reversed(range(rewards.shape[0])):
-        last = deltas[t] + gamma * gae_lambda * (1.0 - episode_over[t]) * last
-        advantages[t] = last
-    return advantages
-
-
-def flat_grad(y: torch.Tensor, params: list, **kwargs) -> torch.Tensor:
-    """dy/dtheta as one vector [P], in the order of params."""
-    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
-
-
-def fisher_vector_product(kl_grad: torch.Tensor, params: list, v: torch.Tensor, damping: float) -> torch.Tensor:
-    """(F + damping I) v without forming F: F is the Hessian of the mean KL at theta = theta_old,
-
-        F v = grad_theta( grad_theta D_KL(pi_old || pi_theta)^T v )        (double backprop)
-
-    kl_grad = grad_theta D_KL, built with create_graph=True. Why the Hessian is F: D_KL(pi_old || pi_theta)
-    = E_{a ~ pi_old}[log pi_old - log pi_theta] is 0 and minimal at theta_old, so its gradient vanishes
-    and its Hessian is E[-grad^2 log pi_theta] = E[grad log pi grad log pi^T] (natural_pg.py tests this).
-    """
-    return flat_grad(kl_grad @ v, params, retain_graph=True) + damping * v
-
-
-def conjugate_gradient(Av: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int) -> torch.Tensor:
-    """x ~ A^{-1} b for a symmetric positive definite A known only through v -> A v (Hestenes & Stiefel 1952;
-    Nocedal & Wright, Algorithm 5.2), starting from x = 0:
-
-        alpha = r^T r / p^T A p,   x <- x + alpha p,   r <- r - alpha A p,   p <- r + (r'^T r' / r^T r) p
-    """
-    x, r, p = torch.zeros_like(b), b.clone(), b.clone()
-    rr = r @ r
-    for _ in range(iters):
-        Ap = Av(p)
-        alpha = rr / (p @ Ap)
-        x += alpha * p
-        r -= alpha * Ap
-        rr_new = r @ r
-        if rr_new < 1e-20:  # solved to float precision (p would be 0 and the next alpha 0 / 0)
-            break
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-    return x
-
-
-def line_search(
-    surrogate_and_kl: Callable[[torch.Tensor], tuple[float, float]],
-    theta_old: torch.Tensor,
-    full_step: torch.Tensor,
-    surrogate_old: float,
-    max_kl: float,
-    backtrack_coef: float,
-    backtrack_iters: int,
-) -> tuple[torch.Tensor, int, float, float]:
-    """Backtracking line search (TRPO paper, Appendix C): try theta = theta_old + alpha^j full_step for
-    j = 0, 1, ..., backtrack_iters - 1 and accept the first with
-
-        KL(theta) <= delta   and   L(theta) > L(theta_old)                 (both measured, not modelled)
-
-    surrogate_and_kl(theta) gives (L(theta), KL(theta)). Returns (theta, j, KL, L) for the accepted step, or
-    (theta_old, backtrack_iters, 0, L(theta_old)) when no try is accepted: the update is skipped.
-    """
-    for j in range(backtrack_iters):
-        theta = theta_old + backtrack_coef**j * full_step
-        surrogate, kl = surrogate_and_kl(theta)
-        # deviation: any improvement of L passes (sb3-contrib, Spinning Up); the paper's code asked for 10% of
-        # the improvement the linear model predicted. A NaN from a wild step fails both tests.
-        if kl <= max_kl and surrogate > surrogate_old:
-            return theta, j, kl, surrogate
-    return theta_old, backtrack_iters, 0.0, surrogate_old
-
-
-def update_policy(agent: Agent, obs, actions, advantages, args: Args) -> dict[str, float]:
-    """One TRPO step on a batch (obs [B, D], actions [B] or [B, A], advantages [B]): CG for the direction,
-    the largest step in the quadratic model, then the line search. Returns what it did, for the log.
-
-        maximize  L(theta) = E[ pi_theta(a|s) / pi_theta_old(a|s) A(s, a) ]
-        subject to  KL(pi_old || pi_theta) <= delta
-    """
-    policy_params = agent.policy_params()
-    with torch.no_grad():
-        old_out = agent.actor(agent.normalize(obs))  # pi_old(.|s): logits or means [B, A]
-        old_log_std = None if agent.discrete else agent.log_std.clone()
-        old_logprob, entropy = agent.logprob_and_entropy(obs, actions)
-
-    def surrogate_and_kl() -> tuple[torch.Tensor, torch.Tensor]:
-        logprob, _ = agent.logprob_and_entropy(obs, actions)
-        # lecture: L(theta) = E[ pi_theta(a|s) / pi_theta_old(a|s) A(s, a) ], the ratio in log space
-        surrogate = (torch.exp(logprob - old_logprob) * advantages).mean()
-        return surrogate, agent.mean_kl(obs, old_out, old_log_std)
-
-    surrogate_old, kl = surrogate_and_kl()
-    # g = grad L(theta_old) = E[grad log pi_theta(a|s) A(s, a)]: the policy gradient, as the ratio is 1 there
-    g = flat_grad(surrogate_old, policy_params)  # [P]
-    # impl detail: F + damping I (the paper's code; Spinning Up and SB3: 0.1); F from a batch is singular
-    kl_grad = flat_grad(kl, policy_params, create_graph=True)
-    fvp = partial(fisher_vector_product, kl_grad, policy_params, damping=args.damping)  # v -> (F + damping I) v
-    # lecture: u = F^{-1} g, the natural gradient direction (here of the damped F), by conjugate gradient
-    u = conjugate_gradient(fvp, g, args.cg_iters)
-    # lecture: the largest step along u with 1/2 dtheta^T F dtheta = delta: beta = sqrt(2 delta / (u^T F u))
-    full_step = torch.sqrt(2 * args.max_kl / (u @ fvp(u))) * u
-
-    def set_and_evaluate(theta: torch.Tensor) -> tuple[float, float]:
-        nn.utils.vector_to_parameters(theta, policy_params)
-        surrogate, kl = surrogate_and_kl()
-        return surrogate.item(), kl.item()
-
-    with torch.no_grad():
-        theta_old = nn.utils.parameters_to_vector(policy_params).clone()
-        theta, backtracks, kl_reached, surrogate_new = line_search(
-            set_and_evaluate,
-            theta_old,
-            full_step,
-            surrogate_old.item(),
-            args.max_kl,
-            args.backtrack_coef,
-            args.backtrack_iters,
-        )
-        nn.utils.vector_to_parameters(theta, policy_params)
-    return {
-        "losses/kl": kl_reached,
-        "losses/backtracks": backtracks,
-        "losses/step_accepted": float(backtracks < args.backtrack_iters),
-        "losses/surrogate_gain": surrogate_new - surrogate_old.item(),
-        "losses/entropy": entropy.mean().item(),
-    }
-
-
 def check_args(args: Args) -> gym.Env:
     """Fail on bad input before anything is allocated; return one env to read the spaces from."""
     check_common(args)
@@ -833,140 +973,6 @@ def check_args(args: Args) -> gym.Env:
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1 and args.vf_learning_rate > 0):
         fail("need 0 < --gamma <= 1, 0 <= --gae-lambda <= 1 and --vf-learning-rate > 0")
     return check_env(args.env_id, render=args.capture_video and args.eval_episodes > 0)
-
-
-def train(args: Args) -> str:
-    """Collect num_steps x num_envs steps with pi_theta, estimate A by GAE, take one TRPO step, fit V to the
-    lambda-returns; repeat until total_timesteps. Returns the run folder."""
-    env = check_args(args)
-    obs_dim, action_space = env.observation_space.shape[0], env.action_space
-    env.close()
-    seed_everything(args.seed, args.torch_deterministic)
-    device = pick_device(args.cuda)
-    # a 64-unit MLP on a few envs is too little work to split between threads: on this repo's 2-core
-    # CI machine, busy, two threads ran 30x slower than one (measured for reinforce.py: 60 vs 2,000 SPS)
-    torch.set_num_threads(1)
-    T, N = args.num_steps, args.num_envs
-    num_updates = args.total_timesteps // (T * N)
-    run = Run(args, num_updates * T * N)
-
-    envs = make_envs(args.env_id, N)
-    envs.action_space.seed(args.seed)
-    discrete = isinstance(action_space, gym.spaces.Discrete)
-    action_dim = int(action_space.n) if discrete else action_space.shape[0]
-    meta = {"env_id": args.env_id, "obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
-    agent = Agent(obs_dim, action_dim, discrete, args.normalize_obs).to(device)
-    # impl detail: Adam eps 1e-5 (SB3's on-policy default; Huang et al. 2022, detail 3)
-    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, eps=1e-5)
-    return_rms = RunningMeanStd().to(device)  # of the discounted return, for --normalize-reward
-
-    # Rollout storage (numpy: filled one step at a time, turned into tensors once per batch)
-    obs = np.zeros((T, N, obs_dim), dtype=np.float32)
-    actions = np.zeros((T, N, *action_space.shape), dtype=np.int64 if discrete else np.float32)
-    rewards, terminations, truncations, returns_seen = (np.zeros((T, N), dtype=np.float32) for _ in range(4))
-    next_obs, _ = envs.reset(seed=run.env_seed(args.seed))  # sub-env i gets seed + i
-    episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-    running_return = np.zeros(N)  # discounted, for --normalize-reward
-    as_tensor = partial(torch.as_tensor, dtype=torch.float32, device=device)
-    global_step = 0
-
-    def checkpoint() -> dict:  # everything the loop needs to go on (the envs restart their episodes)
-        model = {"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}
-        return model | {"value_optimizer": value_optimizer.state_dict(), "return_rms": return_rms.state_dict()}
-
-    if (state := run.resume()) is not None:
-        agent.load_state_dict(state["model"])
-        value_optimizer.load_state_dict(state["value_optimizer"])
-        return_rms.load_state_dict(state["return_rms"])
-        global_step = state["global_step"]
-    for _update in range(global_step // (T * N), num_updates):
-        # ---- act and observe: T steps in each of the N envs with pi_theta_old; episodes run on across batches ----
-        final_obs = {}  # (t, i) -> the last observation of an episode the time limit cut
-        with torch.no_grad():  # not inference_mode: the batch's tensors are inputs to the policy's gradient
-            for t in range(T):
-                obs[t] = next_obs
-                actions[t] = agent.sample(as_tensor(next_obs)).cpu().numpy()
-                # the env gets the action clipped to its bounds; log pi_theta is of the sampled one
-                env_action = actions[t] if discrete else np.clip(actions[t], action_space.low, action_space.high)
-                next_obs, rewards[t], terminations[t], truncations[t], info = envs.step(env_action)
-                global_step += N
-                episode_over = terminations[t].astype(bool) | truncations[t].astype(bool)
-                for i in np.flatnonzero(truncations[t] * (1 - terminations[t])):
-                    final_obs[(t, i)] = info["final_obs"][i]
-                if args.normalize_reward:
-                    running_return = running_return * args.gamma + rewards[t]
-                    returns_seen[t] = running_return
-                    running_return[episode_over] = 0.0
-                episode_return += rewards[t]
-                episode_length += 1
-                for i in np.flatnonzero(episode_over):
-                    run.log(
-                        global_step,
-                        {"charts/episodic_return": episode_return[i], "charts/episodic_length": episode_length[i]},
-                    )
-                episode_return[episode_over], episode_length[episode_over] = 0, 0
-
-            # ---- advantages: reward-to-go minus the baseline V, by GAE(lambda) ----
-            obs_t, rewards_t = as_tensor(obs), as_tensor(rewards)
-            terminations_t, truncations_t = as_tensor(terminations), as_tensor(truncations)
-            if args.normalize_reward:
-                # impl detail: r / std of the running discounted return, clipped to +-10 (SB3's VecNormalize,
-                # which merges the statistics every step; here once per batch, as the observations')
-                return_rms.update(as_tensor(returns_seen))
-                rewards_t = (rewards_t / torch.sqrt(return_rms.var + 1e-8)).clamp(-10.0, 10.0)
-            values = agent.value(obs_t)  # [T, N]
-            # V(s'_t): the next row of values, V of the last observation where the time limit cut the episode
-            next_values = torch.cat([values[1:], agent.value(as_tensor(next_obs)).unsqueeze(0)])
-            if final_obs:
-                cut = tuple(zip(*final_obs, strict=True))  # ([t, ...], [i, ...])
-                next_values[cut] = agent.value(as_tensor(np.array([*final_obs.values()])))
-            advantages = gae(rewards_t, values, next_values, terminations_t, truncations_t, args.gamma, args.gae_lambda)
-            returns = advantages + values  # targets for V: lambda-returns
-
-        # ---- the TRPO step on the whole batch ----
-        b_obs, b_returns, b_values = obs_t.reshape(T * N, obs_dim), returns.reshape(-1), values.reshape(-1)
-        b_actions = torch.as_tensor(actions, device=device).reshape(T * N, *action_space.shape)
-        b_advantages = advantages.reshape(-1)
-        if args.norm_adv:
-            # impl detail: advantages normalized per batch (SB3's normalize_advantage; Spinning Up's buffer)
-            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
-        stats = update_policy(agent, b_obs, b_actions, b_advantages, args)
-
-        # ---- fit the baseline: V(s_t) ~ lambda-return, by Adam on shuffled minibatches ----
-        for _epoch in range(args.vf_epochs):
-            for mb in torch.randperm(T * N, device=device).split(args.vf_minibatch_size):
-                v_loss = 0.5 * ((agent.value(b_obs[mb]) - b_returns[mb]) ** 2).mean()
-                value_optimizer.zero_grad(set_to_none=True)
-                v_loss.backward()
-                value_optimizer.step()
-        if args.normalize_obs:
-            # deviation: merged once per batch, after the update (SB3's VecNormalize merges every step), so that
-            # pi_theta and V stay the same functions of the raw observation within a batch
-            agent.obs_rms.update(b_obs)
-
-        # how much of the returns' variance the baseline explained before the fit (1: all, 0: none)
-        explained_var = 1 - (b_returns - b_values).var() / b_returns.var().clamp(min=1e-8)
-        stats |= {"losses/value_loss": v_loss.item(), "losses/explained_variance": explained_var.item()}
-        if args.normalize_reward:
-            stats["charts/return_std"] = return_rms.var.sqrt().item()
-        run.log(global_step, stats | {"charts/SPS": run.sps(global_step)})
-        run.step_done(global_step, checkpoint)
-    envs.close()
-    run.step_done(global_step, checkpoint, final=True)
-
-    if args.save_model:
-        path = os.path.join(run.dir, f"{args.exp_name}.pt")
-        torch.save({"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}, path)
-        print(f"saved {path}")
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
-        scores = evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
-        for episode_return in scores:
-            run.log(global_step, {"eval/episodic_return": episode_return})
-        report_scores(scores, args.env_id, args.eval_deterministic, "episodes")
-        run.log_videos(video_dir)
-    run.close()
-    return run.dir
 
 
 CHECKPOINT_KEYS = {"model", "env_id", "obs_dim", "action_dim", "discrete", "normalize_obs"}

@@ -47,3 +47,27 @@ def assert_learns(run_dir, solved_by, floor, target=475.0, window=20):
     assert solved_at <= solved_by, f"a mean of {target:g} over {window} episodes first at step {solved_at:,}"
     assert lowest >= floor, f"solved at step {solved_at:,}, then a mean over {window} episodes of {lowest:.1f}"
     return solved_at, lowest
+
+
+# a few seconds of training per script (the networks are the defaults, the runs tiny): for the tests of what all
+# six scripts share
+TINY_RUNS = {
+    "reinforce": dict(num_envs=2, episodes_per_update=4, total_timesteps=300, eval_episodes=0, vf_iters=5),
+    "natural_pg": dict(num_envs=2, episodes_per_update=4, total_timesteps=300, eval_episodes=0, vf_iters=5),
+    "trpo": dict(num_envs=2, num_steps=64, total_timesteps=256, eval_episodes=0, vf_epochs=2),
+    "ppo_atari": dict(
+        num_envs=2, num_steps=64, num_minibatches=2, update_epochs=2, total_timesteps=256, eval_episodes=0
+    ),
+    "dqn_atari": dict(
+        total_timesteps=600, learning_starts=200, buffer_size=1000, target_network_frequency=100, eval_episodes=0
+    ),
+    "rainbow_atari": dict(
+        total_timesteps=300,
+        learning_starts=100,
+        train_frequency=1,
+        buffer_size=1000,
+        target_network_frequency=100,
+        eval_episodes=0,
+        network="der",
+    ),
+}

@@ -14,28 +14,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, TINY_RUNS
 
-TINY = {
-    "reinforce": dict(num_envs=2, episodes_per_update=4, total_timesteps=300, eval_episodes=0, vf_iters=5),
-    "natural_pg": dict(num_envs=2, episodes_per_update=4, total_timesteps=300, eval_episodes=0, vf_iters=5),
-    "trpo": dict(num_envs=2, num_steps=64, total_timesteps=256, eval_episodes=0, vf_epochs=2),
-    "ppo_atari": dict(
-        num_envs=2, num_steps=64, num_minibatches=2, update_epochs=2, total_timesteps=256, eval_episodes=0
-    ),
-    "dqn_atari": dict(
-        total_timesteps=600, learning_starts=200, buffer_size=1000, target_network_frequency=100, eval_episodes=0
-    ),
-    "rainbow_atari": dict(
-        total_timesteps=300,
-        learning_starts=100,
-        train_frequency=1,
-        buffer_size=1000,
-        target_network_frequency=100,
-        eval_episodes=0,
-        network="der",
-    ),
-}
+TINY = TINY_RUNS
 SCRIPTS = list(TINY)
 CLASSIC, ATARI = ["reinforce", "natural_pg", "trpo"], ["ppo_atari", "dqn_atari", "rainbow_atari"]
 

@@ -171,3 +171,14 @@ def test_each_indexed_function_carries_its_formula(lecture, formula, script, fun
     found = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef) and n.name == function]
     assert found, f"{script} has no top-level {function} ({lecture})"
     assert squeeze(formula) in squeeze(ast.get_docstring(found[0]) or ""), f"{script}:{function} lacks {formula!r}"
+
+
+def test_the_readme_gives_each_files_sizes():
+    """The README's sizes (lines above the Appendix banner, lines in all) are those of the files as they are."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    for path in SCRIPTS:
+        lines = open(path).read().splitlines()
+        banners = [i for i, line in enumerate(lines) if line.startswith("# ") and "Appendix" in line]
+        assert len(banners) == 1, f"{os.path.basename(path)}: one Appendix banner"
+        row = f"| `{os.path.basename(path)}` | {banners[0]} | {len(lines)} |"
+        assert row in readme, f"README lacks {row!r}"
