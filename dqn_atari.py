@@ -135,6 +135,7 @@ class Args:
     """epsilon of the epsilon-greedy policy during evaluation (Mnih et al. 2015)"""
 
 
+# --- family atari: begin ---
 def atari_game(env_id: str) -> tuple[str, float]:
     """Map a gymnasium Atari id to (ROM name, sticky-action probability), or fail with close matches."""
     import ale_py
@@ -153,13 +154,14 @@ def atari_game(env_id: str) -> tuple[str, float]:
     return kwargs["game"], kwargs["repeat_action_probability"]
 
 
-def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
+def make_envs(env_id: str, num_envs: int, cores: int | None = None) -> AtariVectorEnv:
     """The DeepMind preprocessing (Mnih et al. 2015; Machado et al. 2018), done in ale-py's C++ threads:
     up to 30 no-ops at reset, FIRE at reset, 4 frames per step max-pooled over the last two, 84x84
     grayscale, 4-frame stack, 108k-frame time limit. A life loss returns terminated=True and the game
     goes on (life_loss_info; episodic_life would restart the game). Rewards come back raw: the script
     logs the real score and clips for learning. SameStep autoreset: a game over returns the next
-    game's first observation at once, so every step returned is a real transition."""
+    game's first observation at once, so every step returned is a real transition. `cores`: the cores this
+    process may use (all of the machine's by default; its share when several processes train on it)."""
     game, sticky = atari_game(env_id)
     return AtariVectorEnv(
         game,
@@ -172,7 +174,7 @@ def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
         reward_clipping=False,
         autoreset_mode="SameStep",
         # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
-        num_threads=min(num_envs, os.cpu_count() or 1),
+        num_threads=min(num_envs, cores or os.cpu_count() or 1),
     )
 
 
@@ -183,6 +185,9 @@ def is_game_over(
     the end the env has already reset (SameStep) and lives jump back up, so a game is over when a
     termination comes without lives going down (or the time limit cut it)."""
     return truncated | (terminated & (lives >= prev_lives))
+
+
+# --- family atari: end ---
 
 
 class QNetwork(nn.Module):

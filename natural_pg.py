@@ -215,6 +215,7 @@ class Agent(nn.Module):
         return gaussian_kl(old_out, old_log_std, out, self.log_std).mean()
 
 
+# --- family log-probabilities: begin ---
 def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
     return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
@@ -227,6 +228,10 @@ def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.T
     return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
 
 
+# --- family log-probabilities: end ---
+
+
+# --- family kl: begin ---
 def categorical_kl(old_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """D_KL(p || q) = sum_a p(a) log(p(a) / q(a)) per state [B], for p = softmax(old_logits), q = softmax(logits)."""
     old_logp, logp = torch.log_softmax(old_logits, dim=-1), torch.log_softmax(logits, dim=-1)
@@ -240,6 +245,10 @@ def gaussian_kl(old_mean, old_log_std, mean, log_std) -> torch.Tensor:
     return (log_std - old_log_std + (old_var + (old_mean - mean) ** 2) / (2 * var) - 0.5).sum(-1)
 
 
+# --- family kl: end ---
+
+
+# --- family reward-to-go: begin ---
 def reward_to_go(rewards, terminations, truncations, bootstrap_values, gamma: float) -> torch.Tensor:
     """r_{k,to-go} = sum_{l=k}^{end} gamma^{l-k} r_l over each episode, all tensors [T, N]:
 
@@ -267,6 +276,9 @@ def step_in_episode(episode_over: torch.Tensor) -> torch.Tensor:
     return k
 
 
+# --- family reward-to-go: end ---
+
+
 def policy_gradient_loss(logprob, discounts, returns_to_go, baselines, num_episodes: int) -> torch.Tensor:
     """-grad U(theta) as a loss for autograd, all tensors [B] (the steps of num_episodes episodes):
 
@@ -277,9 +289,13 @@ def policy_gradient_loss(logprob, discounts, returns_to_go, baselines, num_episo
     return -(logprob * discounts * (returns_to_go - baselines)).sum() / num_episodes
 
 
+# --- family flat-grad: begin ---
 def flat_grad(y: torch.Tensor, params: list, **kwargs) -> torch.Tensor:
     """dy/dtheta as one vector [P], in the order of params."""
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
+
+
+# --- family flat-grad: end ---
 
 
 # Why the Fisher of the lecture, over trajectories, is the policy's Fisher over states: with
@@ -305,6 +321,7 @@ def fisher_vector_product(kl_grad: torch.Tensor, params: list, v: torch.Tensor, 
     return flat_grad(kl_grad @ v, params, retain_graph=True) + damping * v
 
 
+# --- family conjugate-gradient: begin ---
 def conjugate_gradient(Av: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int) -> torch.Tensor:
     """x ~ A^{-1} b for a symmetric positive definite A known only through v -> A v (Hestenes & Stiefel 1952;
     Nocedal & Wright, Algorithm 5.2), starting from x = 0:
@@ -324,6 +341,9 @@ def conjugate_gradient(Av: Callable[[torch.Tensor], torch.Tensor], b: torch.Tens
         p = r + (rr_new / rr) * p
         rr = rr_new
     return x
+
+
+# --- family conjugate-gradient: end ---
 
 
 def fisher_score_vectors(agent: Agent, obs: torch.Tensor) -> torch.Tensor:

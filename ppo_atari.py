@@ -131,6 +131,7 @@ class Args:
     """stop the epochs of an update early once the approximate KL passes this"""
 
 
+# --- family atari: begin ---
 def atari_game(env_id: str) -> tuple[str, float]:
     """Map a gymnasium Atari id to (ROM name, sticky-action probability), or fail with close matches."""
     import ale_py
@@ -180,6 +181,9 @@ def is_game_over(
     the end the env has already reset (SameStep) and lives jump back up, so a game is over when a
     termination comes without lives going down (or the time limit cut it)."""
     return truncated | (terminated & (lives >= prev_lives))
+
+
+# --- family atari: end ---
 
 
 def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:

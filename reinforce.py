@@ -192,6 +192,7 @@ class Agent(nn.Module):
         return gaussian_logprob(actions, out, self.log_std), entropy
 
 
+# --- family log-probabilities: begin ---
 def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
     return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
@@ -204,6 +205,10 @@ def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.T
     return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
 
 
+# --- family log-probabilities: end ---
+
+
+# --- family reward-to-go: begin ---
 def reward_to_go(rewards, terminations, truncations, bootstrap_values, gamma: float) -> torch.Tensor:
     """r_{k,to-go} = sum_{l=k}^{end} gamma^{l-k} r_l over each episode, all tensors [T, N]:
 
@@ -229,6 +234,9 @@ def step_in_episode(episode_over: torch.Tensor) -> torch.Tensor:
     for t in range(1, episode_over.shape[0]):
         k[t] = (k[t - 1] + 1) * (1.0 - episode_over[t - 1])
     return k
+
+
+# --- family reward-to-go: end ---
 
 
 def mean_baseline(returns_to_go: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

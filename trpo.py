@@ -231,6 +231,7 @@ class Agent(nn.Module):
         return gaussian_kl(old_out, old_log_std, out, self.log_std).mean()
 
 
+# --- family log-probabilities: begin ---
 def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
     return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
@@ -243,6 +244,10 @@ def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.T
     return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
 
 
+# --- family log-probabilities: end ---
+
+
+# --- family kl: begin ---
 def categorical_kl(old_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """D_KL(p || q) = sum_a p(a) log(p(a) / q(a)) per state [B], for p = softmax(old_logits), q = softmax(logits)."""
     old_logp, logp = torch.log_softmax(old_logits, dim=-1), torch.log_softmax(logits, dim=-1)
@@ -254,6 +259,9 @@ def gaussian_kl(old_mean, old_log_std, mean, log_std) -> torch.Tensor:
     sum_i [ log(sigma_i / sigma_0i) + (sigma_0i^2 + (mu_0i - mu_i)^2) / (2 sigma_i^2) - 1/2 ]."""
     var, old_var = torch.exp(2 * log_std), torch.exp(2 * old_log_std)
     return (log_std - old_log_std + (old_var + (old_mean - mean) ** 2) / (2 * var) - 0.5).sum(-1)
+
+
+# --- family kl: end ---
 
 
 def gae(rewards, values, next_values, terminations, truncations, gamma: float, gae_lambda: float) -> torch.Tensor:
@@ -276,9 +284,13 @@ def gae(rewards, values, next_values, terminations, truncations, gamma: float, g
     return advantages
 
 
+# --- family flat-grad: begin ---
 def flat_grad(y: torch.Tensor, params: list, **kwargs) -> torch.Tensor:
     """dy/dtheta as one vector [P], in the order of params."""
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
+
+
+# --- family flat-grad: end ---
 
 
 def fisher_vector_product(kl_grad: torch.Tensor, params: list, v: torch.Tensor, damping: float) -> torch.Tensor:
@@ -293,6 +305,7 @@ def fisher_vector_product(kl_grad: torch.Tensor, params: list, v: torch.Tensor, 
     return flat_grad(kl_grad @ v, params, retain_graph=True) + damping * v
 
 
+# --- family conjugate-gradient: begin ---
 def conjugate_gradient(Av: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int) -> torch.Tensor:
     """x ~ A^{-1} b for a symmetric positive definite A known only through v -> A v (Hestenes & Stiefel 1952;
     Nocedal & Wright, Algorithm 5.2), starting from x = 0:
@@ -312,6 +325,9 @@ def conjugate_gradient(Av: Callable[[torch.Tensor], torch.Tensor], b: torch.Tens
         p = r + (rr_new / rr) * p
         rr = rr_new
     return x
+
+
+# --- family conjugate-gradient: end ---
 
 
 def line_search(

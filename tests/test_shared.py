@@ -182,3 +182,28 @@ def test_the_readme_gives_each_files_sizes():
         assert len(banners) == 1, f"{os.path.basename(path)}: one Appendix banner"
         row = f"| `{os.path.basename(path)}` | {banners[0]} | {len(lines)} |"
         assert row in readme, f"README lacks {row!r}"
+
+
+# ---------------------------------------------------------------- families: blocks some scripts share
+
+FAMILIES = {  # family -> the scripts that carry it, word for word
+    "atari": ["dqn_atari.py", "ppo_atari.py", "rainbow_atari.py"],
+    "log-probabilities": ["natural_pg.py", "reinforce.py", "trpo.py"],
+    "kl": ["natural_pg.py", "trpo.py"],
+    "reward-to-go": ["natural_pg.py", "reinforce.py"],
+    "flat-grad": ["natural_pg.py", "trpo.py"],
+    "conjugate-gradient": ["natural_pg.py", "trpo.py"],
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_blocks_are_identical_in_every_script_that_carries_them(family):
+    marked = re.compile(
+        rf"# --- family {re.escape(family)}: begin ---\n(.*?)# --- family {re.escape(family)}: end ---", re.S
+    )
+    blocks = {os.path.basename(p): marked.findall(open(p).read()) for p in SCRIPTS}
+    carriers = sorted(name for name, found in blocks.items() if found)
+    assert carriers == FAMILIES[family], f"{family} is marked in {carriers}"
+    first = blocks[carriers[0]]
+    for name in carriers[1:]:
+        assert blocks[name] == first, f"family {family}: {name} differs from {carriers[0]}"
