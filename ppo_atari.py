@@ -220,11 +220,18 @@ class Agent(nn.Module):
         return self.actor(hidden), self.critic(hidden).squeeze(-1)
 
 
-def sample_actions(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """a ~ pi_theta(.|s) and log pi_theta(a|s), for a categorical policy given by logits."""
+def logprob_and_entropy(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi_theta(a|s) = z_a - log sum_b exp z_b of the given actions [B], and the entropy
+    H[pi_theta(.|s)] = -sum_a pi_theta(a|s) log pi_theta(a|s) [B], for the logits z [B, A] of a categorical policy.
+    The one function both the rollout (pi_theta_old) and the update (pi_theta) score actions with."""
     logp_all = torch.log_softmax(logits, dim=-1)
-    actions = torch.multinomial(logp_all.exp(), 1).squeeze(-1)
-    return actions, logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    return logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1), -(logp_all.exp() * logp_all).sum(-1)
+
+
+def sample_actions(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """a ~ pi_theta(.|s) and log pi_theta(a|s), for a categorical policy given by logits [B, A]."""
+    actions = torch.multinomial(torch.log_softmax(logits, dim=-1).exp(), 1).squeeze(-1)
+    return actions, logprob_and_entropy(logits, actions)[0]
 
 
 def gae(rewards, values, next_values, terminations, truncations, gamma: float, gae_lambda: float) -> torch.Tensor:
@@ -387,9 +394,8 @@ def train(args: Args) -> str | None:
             for start in range(0, batch_size, minibatch_size):
                 mb = b_inds[start : start + minibatch_size]
                 logits, new_values = agent(b_obs[mb])
-                logp_all = torch.log_softmax(logits, dim=-1)
-                new_logprob = logp_all.gather(1, b_actions[mb].unsqueeze(1)).squeeze(1)
-                entropy = -(logp_all.exp() * logp_all).sum(1).mean()
+                new_logprob, entropy = logprob_and_entropy(logits, b_actions[mb])
+                entropy = entropy.mean()
 
                 # lecture: r_t(theta) = pi_theta(a_t|s_t) / pi_theta_old(a_t|s_t), computed in log space
                 logratio = new_logprob - b_logprobs[mb]

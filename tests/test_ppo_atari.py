@@ -98,6 +98,15 @@ def test_sample_actions_logprob_matches_categorical():
     np.testing.assert_allclose(np.bincount(many.numpy(), minlength=3) / 20000, probs.numpy(), atol=0.015)
 
 
+def test_logprob_and_entropy_match_categorical():
+    torch.manual_seed(0)
+    logits, actions = torch.randn(100, 6), torch.randint(0, 6, (100,))
+    logprob, entropy = ppo.logprob_and_entropy(logits, actions)
+    dist = torch.distributions.Categorical(logits=logits)
+    torch.testing.assert_close(logprob, dist.log_prob(actions))
+    torch.testing.assert_close(entropy, dist.entropy())
+
+
 def test_agent_shapes_and_init():
     agent = ppo.Agent(num_actions=6)
     logits, value = agent(torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8))

@@ -100,7 +100,7 @@ MATH = {  # each function without data-dependent Python scalars, on inputs on th
     "ppo_atari": {
         "gae": lambda m: m.gae(*(meta(T, N) for _ in range(5)), 0.99, 0.95),
         "clipped_surrogate": lambda m: m.clipped_surrogate(meta(B), meta(B), 0.1),
-        "sample_actions": lambda m: m.sample_actions(meta(B, A)),
+        "logprob_and_entropy": lambda m: m.logprob_and_entropy(meta(B, A), meta(B, dtype=torch.long)),
     },
     "trpo": {
         "gae": lambda m: m.gae(*(meta(T, N) for _ in range(5)), 0.99, 0.95),
