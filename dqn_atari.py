@@ -334,9 +334,19 @@ class ReplayMemory:
             getattr(self, name).copy_(state[name])
 
 
+# --- family schedules: begin ---
 def linear_schedule(start: float, end: float, duration: float, t: int) -> float:
-    """From start at t = 0 linearly to end at t = duration, then end (epsilon down; up as well, if asked)."""
+    """From start at t = 0 linearly to end at t = duration, then end (epsilon down, PER's beta up)."""
     return start + (end - start) * min(t / max(duration, 1), 1.0)
+
+
+def times_due(every: int, global_step: int, steps: int) -> int:
+    """How many multiples of `every` the last `steps` agent steps passed (N envs step N at a time: 0, 1 or more).
+    With one env: 1 when global_step % every == 0, else 0."""
+    return global_step // every - (global_step - steps) // every
+
+
+# --- family schedules: end ---
 
 
 def epsilon_greedy(q_net: QNetwork, obs: np.ndarray, epsilon: float, rng: np.random.Generator, device) -> np.ndarray:
@@ -436,10 +446,10 @@ def train(args: Args) -> str:
 
         # ---- learn: one minibatch step per --train-frequency agent steps, after the warm-up ----
         if global_step > learning_starts:
-            for _ in range(global_step // args.train_frequency - (global_step - N) // args.train_frequency):
+            for _ in range(times_due(args.train_frequency, global_step, N)):  # one update per train_frequency steps
                 obs_b, actions_b, rewards_b, terminations_b, next_obs_b = memory.sample(args.batch_size)
                 obs_b, next_obs_b = obs_b.to(device), next_obs_b.to(device)
-                # lecture: l(s, a, r, s') = (r + gamma max_a' Q_theta'(s', a') - Q_theta(s, a))^2
+                # lecture: l(s, a, r, s') = (sign(r) + gamma (1 - terminated) max_a' Q_theta'(s', a') - Q_theta(s, a))^2
                 with torch.no_grad():
                     y = td_target(rewards_b.to(device), terminations_b.to(device), target_net(next_obs_b), args.gamma)
                 q_sa = q_net(obs_b).gather(1, actions_b.to(device)[:, None]).squeeze(1)
@@ -454,7 +464,7 @@ def train(args: Args) -> str:
                     losses = {"losses/td_loss": loss.item(), "losses/q_values": q_sa.mean().item()}
                     run.log(global_step, {**losses, "charts/epsilon": epsilon, "charts/SPS": sps})
             # ---- sync: the frozen target theta' <- theta ----
-            if global_step // args.target_network_frequency != (global_step - N) // args.target_network_frequency:
+            if times_due(args.target_network_frequency, global_step, N):
                 target_net.load_state_dict(q_net.state_dict())
         run.step_done(global_step, checkpoint)
     envs.close()

@@ -545,9 +545,19 @@ def rainbow_loss(q_net, target_net, obs, actions, returns, discounts, next_obs, 
     return td_error**2, td_error.detach().abs(), out.detach()[:, 0]
 
 
+# --- family schedules: begin ---
 def linear_schedule(start: float, end: float, duration: float, t: int) -> float:
-    """From start at t = 0 linearly to end at t = duration, then end (epsilon down, beta up)."""
+    """From start at t = 0 linearly to end at t = duration, then end (epsilon down, PER's beta up)."""
     return start + (end - start) * min(t / max(duration, 1), 1.0)
+
+
+def times_due(every: int, global_step: int, steps: int) -> int:
+    """How many multiples of `every` the last `steps` agent steps passed (N envs step N at a time: 0, 1 or more).
+    With one env: 1 when global_step % every == 0, else 0."""
+    return global_step // every - (global_step - steps) // every
+
+
+# --- family schedules: end ---
 
 
 def epsilon_greedy(q_net: RainbowNetwork, obs: np.ndarray, epsilon: float, rng: np.random.Generator, device):
@@ -648,7 +658,7 @@ def train(args: Args) -> str:
 
         # ---- learn: one prioritized minibatch step per --train-frequency agent steps, after the warm-up ----
         if global_step > learning_starts:
-            for _ in range(global_step // args.train_frequency - (global_step - N) // args.train_frequency):
+            for _ in range(times_due(args.train_frequency, global_step, N)):  # one update per train_frequency steps
                 beta = linear_schedule(args.prioritized_replay_beta, 1.0, args.total_timesteps, global_step)
                 envs_b, slots_b, weights = memory.sample(args.batch_size, beta)
                 batch = [x.to(device) for x in memory.transitions(envs_b, slots_b)]
@@ -668,7 +678,7 @@ def train(args: Args) -> str:
                     logged = {loss_name: loss.item(), "losses/q_values": q_sa.mean().item(), "charts/beta": beta}
                     run.log(global_step, {**logged, "charts/epsilon": epsilon, "charts/SPS": sps})
             # ---- sync: the frozen target theta' <- theta ----
-            if global_step // args.target_network_frequency != (global_step - N) // args.target_network_frequency:
+            if times_due(args.target_network_frequency, global_step, N):
                 target_net.load_state_dict(q_net.state_dict())
         run.step_done(global_step, checkpoint)
     envs.close()

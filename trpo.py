@@ -357,6 +357,15 @@ def line_search(
     return theta_old, backtrack_iters, 0.0, surrogate_old
 
 
+def surrogate_and_kl(agent: Agent, obs, actions, advantages, old_logprob, old_out, old_log_std):
+    """At the agent's current theta: the surrogate L(theta) and the mean KL(pi_old || pi_theta) over the batch's
+    states (pi_old given by old_out, old_log_std: its logits or means, and log sigma)."""
+    logprob, _ = agent.logprob_and_entropy(obs, actions)
+    # lecture: L(theta) = E[ pi_theta(a|s) / pi_theta_old(a|s) A(s, a) ], the ratio in log space
+    surrogate = (torch.exp(logprob - old_logprob) * advantages).mean()
+    return surrogate, agent.mean_kl(obs, old_out, old_log_std)
+
+
 def update_policy(agent: Agent, obs, actions, advantages, args: Args) -> dict[str, float]:
     """One TRPO step on a batch (obs [B, D], actions [B] or [B, A], advantages [B]): CG for the direction,
     the largest step in the quadratic model, then the line search. Returns what it did, for the log.
@@ -370,13 +379,8 @@ def update_policy(agent: Agent, obs, actions, advantages, args: Args) -> dict[st
         old_log_std = None if agent.discrete else agent.log_std.clone()
         old_logprob, entropy = agent.logprob_and_entropy(obs, actions)
 
-    def surrogate_and_kl() -> tuple[torch.Tensor, torch.Tensor]:
-        logprob, _ = agent.logprob_and_entropy(obs, actions)
-        # lecture: L(theta) = E[ pi_theta(a|s) / pi_theta_old(a|s) A(s, a) ], the ratio in log space
-        surrogate = (torch.exp(logprob - old_logprob) * advantages).mean()
-        return surrogate, agent.mean_kl(obs, old_out, old_log_std)
-
-    surrogate_old, kl = surrogate_and_kl()
+    batch = (obs, actions, advantages, old_logprob, old_out, old_log_std)
+    surrogate_old, kl = surrogate_and_kl(agent, *batch)
     # g = grad L(theta_old) = E[grad log pi_theta(a|s) A(s, a)]: the policy gradient, as the ratio is 1 there
     g = flat_grad(surrogate_old, policy_params)  # [P]
     # impl detail: F + damping I (the paper's code; Spinning Up and SB3: 0.1); F from a batch is singular
@@ -384,12 +388,13 @@ def update_policy(agent: Agent, obs, actions, advantages, args: Args) -> dict[st
     fvp = partial(fisher_vector_product, kl_grad, policy_params, damping=args.damping)  # v -> (F + damping I) v
     # lecture: u = F^{-1} g, the natural gradient direction (here of the damped F), by conjugate gradient
     u = conjugate_gradient(fvp, g, args.cg_iters)
-    # lecture: the largest step along u with 1/2 dtheta^T F dtheta = delta: beta = sqrt(2 delta / (u^T F u))
+    # lecture: the largest step along u with 1/2 dtheta^T F dtheta = delta: beta = sqrt(2 delta / (u^T F u)),
+    # with the damped F + damping I that u solved
     full_step = torch.sqrt(2 * args.max_kl / (u @ fvp(u))) * u
 
     def set_and_evaluate(theta: torch.Tensor) -> tuple[float, float]:
         nn.utils.vector_to_parameters(theta, policy_params)
-        surrogate, kl = surrogate_and_kl()
+        surrogate, kl = surrogate_and_kl(agent, *batch)
         return surrogate.item(), kl.item()
 
     with torch.no_grad():

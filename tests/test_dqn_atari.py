@@ -187,6 +187,13 @@ def test_linear_schedule():
     np.testing.assert_allclose(values, [0.1, 0.3, 0.5, 0.5])
 
 
+def test_times_due_counts_the_multiples_passed():
+    # one env: due at the multiples; 3 envs stepping 3 at a time: passing 4 and 8 at once counts both
+    assert [dqn.times_due(4, t, 1) for t in range(1, 10)] == [0, 0, 0, 1, 0, 0, 0, 1, 0]
+    assert [dqn.times_due(4, t, 3) for t in (3, 6, 9, 12)] == [0, 1, 1, 1]
+    assert dqn.times_due(4, 8, 8) == 2
+
+
 class CountingNet(dqn.QNetwork):
     calls = 0
 

@@ -193,6 +193,7 @@ FAMILIES = {  # family -> the scripts that carry it, word for word
     "reward-to-go": ["natural_pg.py", "reinforce.py"],
     "flat-grad": ["natural_pg.py", "trpo.py"],
     "conjugate-gradient": ["natural_pg.py", "trpo.py"],
+    "schedules": ["dqn_atari.py", "rainbow_atari.py"],
 }
 
 
