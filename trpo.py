@@ -695,7 +695,7 @@ class Run:
             os.makedirs(self.dir, exist_ok=True)
         if writer:
             with open(os.path.join(self.dir, "args.json"), "w") as f:
-                json.dump(asdict(args), f, indent=2)
+                json.dump(self.args, f, indent=2)
         metrics = os.path.join(self.dir, "metrics.csv") if writer else os.devnull
         self.csv_file = open(metrics, "a" if args.resume else "w", newline="")
         self.csv = csv.writer(self.csv_file)
@@ -708,7 +708,7 @@ class Run:
             self.wandb = wandb.init(
                 project=args.wandb_project_name,
                 entity=args.wandb_entity,
-                config=asdict(args),
+                config=self.args,
                 name=self.name,
                 dir=os.path.abspath(self.dir),  # the wandb service process has its own working directory
                 id=wandb_id,
@@ -740,7 +740,7 @@ class Run:
         state = load_file(path)
         if not isinstance(state, dict) or not {"args", "global_step", "rng", "run"} <= state.keys():
             fail(f"{path} is not a checkpoint of {SCRIPT} (a --save-model file cannot be resumed)")
-        for name, value in asdict(args).items():
+        for name, value in self.args.items():
             if name not in CAN_CHANGE_ON_RESUME and state["args"].get(name) != value:
                 flag = f"--{name.replace('_', '-')}"
                 fail(f"{flag} is {value!r} but the run was started with {state['args'].get(name)!r}; drop {flag}")
