@@ -37,6 +37,7 @@ Deliberate departures from the lecture:
 
 import csv
 import difflib
+import inspect
 import json
 import math
 import os
@@ -123,19 +124,35 @@ class Args:
     """full-batch Adam steps fitting V to the rewards-to-go after each update"""
 
 
-def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """N copies in one process. SameStep autoreset: an episode's end returns the next episode's first
-    observation at once (the last one is in info["final_obs"]), so every step returned is real."""
-    return gym.make_vec(
-        env_id,
-        num_envs,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-    )
+# --- family policy-gradient: begin ---
+def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.VectorEnv:
+    """N copies in one process, their action space seeded. SameStep autoreset (as Stable-Baselines3's VecEnv): an
+    episode's end returns the next episode's first observation at once (the last one is in info["final_obs"]),
+    so every step returned is a real transition."""
+    autoreset = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+    envs = gym.make_vec(env_id, num_envs, vectorization_mode="sync", vector_kwargs=autoreset)
+    envs.action_space.seed(seed)
+    return envs
 
 
+def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = -sum_i [ (a_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + log(2 pi) / 2 ], [B].
+    `actions` are the sampled ones, before any clipping to the env's bounds: the clip is the env's."""
+    z = (actions - mean) / log_std.exp()
+    return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
+
+
+# --- family policy-gradient: end ---
+
+
+# --- family policy-agent: begin ---
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2)) -> nn.Linear:
-    # impl detail: orthogonal weights, zero bias (Huang et al. 2022, "37 implementation details", detail 2)
+    # impl detail: orthogonal weights, zero bias (Huang et al. 2022, "37 implementation details", detail 2; SB3)
     nn.init.orthogonal_(layer.weight, std)
     nn.init.constant_(layer.bias, 0.0)
     return layer
@@ -152,8 +169,8 @@ def mlp(inputs: int, outputs: int, out_std: float, hidden: int = 64) -> nn.Seque
 
 
 class Agent(nn.Module):
-    """The policy pi_theta(a|s) (categorical for Discrete, diagonal Gaussian for Box actions) and,
-    separately, the value V(s); optionally the running mean and variance of the observations."""
+    """The policy pi_theta(a|s) (categorical for Discrete, diagonal Gaussian for Box actions) and, separately,
+    the value V(s), both 64-64 tanh MLPs (SB3's MlpPolicy); the running statistics of the observations."""
 
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, normalize_obs: bool = False, hidden: int = 64):
         super().__init__()
@@ -163,9 +180,7 @@ class Agent(nn.Module):
         self.critic = mlp(obs_dim, 1, out_std=1.0, hidden=hidden)
         # a state-independent log sigma per action dimension (also part of theta)
         self.log_std = None if discrete else nn.Parameter(torch.zeros(action_dim))
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_var", torch.ones(obs_dim))
-        self.register_buffer("obs_count", torch.tensor(0.0))
+        self.obs_rms = RunningMeanStd((obs_dim,))
 
     def policy_params(self) -> list[nn.Parameter]:
         """theta: the actor's weights, then log sigma for Box actions (the order of every flat vector)."""
@@ -175,20 +190,10 @@ class Agent(nn.Module):
         if not self.normalize_obs:
             return obs
         # impl detail: clip standardized observations to [-10, 10] (as Stable-Baselines3's VecNormalize)
-        return ((obs - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)).clamp(-10.0, 10.0)
-
-    def update_obs_stats(self, obs: torch.Tensor) -> None:
-        """Merge a batch's mean and variance into the running ones (Chan et al.'s parallel algorithm)."""
-        n, batch_mean, batch_var = obs.shape[0], obs.mean(0), obs.var(0, unbiased=False)
-        total = self.obs_count + n
-        delta = batch_mean - self.obs_mean
-        m2 = self.obs_var * self.obs_count + batch_var * n + delta**2 * self.obs_count * n / total
-        self.obs_mean += delta * n / total
-        self.obs_var.copy_(m2 / total)
-        self.obs_count.copy_(total)
+        return ((obs - self.obs_rms.mean) / torch.sqrt(self.obs_rms.var + 1e-8)).clamp(-10.0, 10.0)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.normalize(obs)).squeeze(-1)  # [B]
+        return self.critic(self.normalize(obs)).squeeze(-1)  # [B] (or [T, N])
 
     def sample(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """a ~ pi_theta(.|s) (or its mode): [B] action indices, or [B, A] unclipped Gaussian actions."""
@@ -215,23 +220,6 @@ class Agent(nn.Module):
         return gaussian_kl(old_out, old_log_std, out, self.log_std).mean()
 
 
-# --- family log-probabilities: begin ---
-def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
-    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-
-
-def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log pi_theta(a|s) = -sum_i [ (a_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + log(2 pi) / 2 ], [B].
-    `actions` are the sampled ones, before any clipping to the env's bounds: the clip is the env's."""
-    z = (actions - mean) / log_std.exp()
-    return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
-
-
-# --- family log-probabilities: end ---
-
-
-# --- family kl: begin ---
 def categorical_kl(old_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """D_KL(p || q) = sum_a p(a) log(p(a) / q(a)) per state [B], for p = softmax(old_logits), q = softmax(logits)."""
     old_logp, logp = torch.log_softmax(old_logits, dim=-1), torch.log_softmax(logits, dim=-1)
@@ -245,7 +233,7 @@ def gaussian_kl(old_mean, old_log_std, mean, log_std) -> torch.Tensor:
     return (log_std - old_log_std + (old_var + (old_mean - mean) ** 2) / (2 * var) - 0.5).sum(-1)
 
 
-# --- family kl: end ---
+# --- family policy-agent: end ---
 
 
 # --- family reward-to-go: begin ---
@@ -289,15 +277,6 @@ def policy_gradient_loss(logprob, discounts, returns_to_go, baselines, num_episo
     return -(logprob * discounts * (returns_to_go - baselines)).sum() / num_episodes
 
 
-# --- family flat-grad: begin ---
-def flat_grad(y: torch.Tensor, params: list, **kwargs) -> torch.Tensor:
-    """dy/dtheta as one vector [P], in the order of params."""
-    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
-
-
-# --- family flat-grad: end ---
-
-
 # Why the Fisher of the lecture, over trajectories, is the policy's Fisher over states: with
 #   log p(tau | theta) = log p(s_0) + sum_k [ log pi_theta(a_k | s_k) + log T(s_{k+1} | s_k, a_k) ]
 # only the policy's terms depend on theta (the dynamics T do not), so grad log p(tau | theta) =
@@ -307,6 +286,10 @@ def flat_grad(y: torch.Tensor, params: list, **kwargs) -> torch.Tensor:
 # and likewise D_KL(p(.|theta) || p(.|theta')) = E_tau[ sum_k D_KL(pi_theta(.|s_k) || pi_theta'(.|s_k)) ].
 # deviation: we divide both by the number of steps (mean over the batch's states, as TRPO), so that
 # epsilon is a KL per state and does not have to change with the episodes' length.
+# --- family fisher: begin ---
+def flat_grad(y: torch.Tensor, params: list, **kwargs) -> torch.Tensor:
+    """dy/dtheta as one vector [P], in the order of params."""
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
 
 
 def fisher_vector_product(kl_grad: torch.Tensor, params: list, v: torch.Tensor, damping: float) -> torch.Tensor:
@@ -321,7 +304,6 @@ def fisher_vector_product(kl_grad: torch.Tensor, params: list, v: torch.Tensor, 
     return flat_grad(kl_grad @ v, params, retain_graph=True) + damping * v
 
 
-# --- family conjugate-gradient: begin ---
 def conjugate_gradient(Av: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int) -> torch.Tensor:
     """x ~ A^{-1} b for a symmetric positive definite A known only through v -> A v (Hestenes & Stiefel 1952;
     Nocedal & Wright, Algorithm 5.2), starting from x = 0:
@@ -343,7 +325,7 @@ def conjugate_gradient(Av: Callable[[torch.Tensor], torch.Tensor], b: torch.Tens
     return x
 
 
-# --- family conjugate-gradient: end ---
+# --- family fisher: end ---
 
 
 def fisher_score_vectors(agent: Agent, obs: torch.Tensor) -> torch.Tensor:
@@ -397,90 +379,29 @@ def natural_step(grad_U: torch.Tensor, u: torch.Tensor, epsilon: float) -> torch
 def train(args: Args) -> str:
     """Play episodes_per_update whole episodes with pi_theta, estimate grad U, take the restricted or the
     natural step of size epsilon, fit V to the rewards-to-go; repeat until total_timesteps. Returns the run folder."""
-    env = check_args(args)
-    obs_dim, action_space = env.observation_space.shape[0], env.action_space
-    env.close()
+    obs_dim, action_dim, discrete = check_args(args)  # the sizes of the env's observations and actions
     seed_everything(args.seed, args.torch_deterministic)
     device = pick_device(args.cuda)
-    # a 64-unit MLP on a few envs is too little work to split between threads: on this repo's 2-core
-    # CI machine, busy, two threads ran 30x slower than one (measured for reinforce.py: 60 vs 2,000 SPS)
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # a 64-unit MLP: 2 threads ran 30x slower than 1 (reinforce.py, busy 2-core CPU)
     run = Run(args, args.total_timesteps)
 
-    envs = make_envs(args.env_id, args.num_envs)
-    envs.action_space.seed(args.seed)
-    discrete = isinstance(action_space, gym.spaces.Discrete)
-    action_dim = int(action_space.n) if discrete else action_space.shape[0]
-    meta = {"env_id": args.env_id, "obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
+    envs = make_envs(args.env_id, args.num_envs, args.seed)
     agent = Agent(obs_dim, action_dim, discrete, args.normalize_obs).to(device)
     policy_params = agent.policy_params()
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate)
 
-    N, M = args.num_envs, args.episodes_per_update
-    global_step, reset_seed = 0, run.env_seed(args.seed)
-
-    def checkpoint() -> dict:  # everything the loop needs to go on (the envs start new episodes anyway)
-        model = {"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}
-        return {**model, "value_optimizer": value_optimizer.state_dict()}
-
-    if (state := run.resume()) is not None:
-        agent.load_state_dict(state["model"])
-        value_optimizer.load_state_dict(state["value_optimizer"])
-        global_step = state["global_step"]
+    M, reset_seed = args.episodes_per_update, run.env_seed(args.seed)
+    parts = {"model": agent, "value_optimizer": value_optimizer}  # the training state a checkpoint holds
+    checkpoint = lambda: model_file(agent, args.env_id) | {name: part.state_dict() for name, part in parts.items()}
+    global_step = resume(run, parts)  # 0 for a new run
     while global_step < args.total_timesteps:
-        # ---- act and observe: M whole episodes with pi_theta, spread over the N envs (as reinforce.py) ----
-        # An env starts another episode only while fewer than M have been started, and every started
-        # episode is played to its end: which episodes enter the batch never depends on their own
-        # length (keeping the first M to finish would favour short ones). Envs that are done wait;
-        # their steps are neither learned from nor counted.
-        next_obs, _ = envs.reset(seed=reset_seed)  # sub-env i gets seed + i, the first time only
-        reset_seed = None
-        active = np.arange(N) < M
-        started = int(active.sum())
-        episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-        obs, actions, rewards, terminations, truncations, actives, final_obs = [], [], [], [], [], [], {}
-        with torch.inference_mode():
-            while active.any():
-                obs.append(next_obs)
-                actives.append(active.copy())
-                action = agent.sample(torch.as_tensor(next_obs, dtype=torch.float32, device=device)).cpu().numpy()
-                actions.append(action)
-                # the env gets the action clipped to its bounds; log pi_theta is of the sampled one
-                env_action = action if discrete else np.clip(action, action_space.low, action_space.high)
-                next_obs, reward, terminated, truncated, info = envs.step(env_action)
-                rewards.append(reward)
-                terminations.append(terminated)
-                truncations.append(truncated)
-                global_step += int(active.sum())
-                episode_return += reward
-                episode_length += 1
-                for i in np.flatnonzero((terminated | truncated) & active):
-                    if truncated[i] and not terminated[i]:  # the time limit cut it: V(s_{d+1}) completes it
-                        final_obs[(len(rewards) - 1, i)] = info["final_obs"][i]
-                    run.log(
-                        global_step,
-                        {"charts/episodic_return": episode_return[i], "charts/episodic_length": episode_length[i]},
-                    )
-                    if started < M:
-                        started += 1
-                    else:
-                        active[i] = False
-                episode_return[terminated | truncated] = 0
-                episode_length[terminated | truncated] = 0
-
-            as_tensor = lambda x: torch.as_tensor(np.array(x), dtype=torch.float32, device=device)  # [T, N, ...]
-            obs_t, rewards_t = as_tensor(obs), as_tensor(rewards)
-            terminations_t, truncations_t = as_tensor(terminations), as_tensor(truncations)
-            bootstrap_values = torch.zeros_like(rewards_t)
-            if final_obs:
-                bootstrap_values[tuple(zip(*final_obs, strict=True))] = agent.value(as_tensor(list(final_obs.values())))
-            returns_t = reward_to_go(rewards_t, terminations_t, truncations_t, bootstrap_values, args.gamma)
-            k_t = step_in_episode(torch.maximum(terminations_t, truncations_t))
+        # ---- act and observe: M whole episodes with pi_theta, spread over the N envs (in the appendix) ----
+        (b_obs, b_actions, b_returns, b_k), episodes = collect_episodes(envs, agent, M, reset_seed, args.gamma, device)
+        reset_seed = None  # sub-env i gets seed + i at the first reset only
+        run.log_games([(global_step + steps, episode_return, length) for steps, episode_return, length in episodes])
+        global_step += episodes[-1][0]  # the batch's steps: the last episode ends at its last step
 
         # ---- the gradient: grad U(theta) from the steps of the M episodes, as in reinforce.py ----
-        mask = torch.as_tensor(np.array(actives), device=device)  # [T, N]
-        b_obs, b_returns, b_k = obs_t[mask], returns_t[mask], k_t[mask]
-        b_actions = torch.as_tensor(np.array(actions), device=device)[mask]
         with torch.no_grad():
             b_baselines = agent.value(b_obs)  # r_base = V from earlier batches only: independent of these actions
             discounts = args.gamma**b_k if args.discount_gradient else torch.ones_like(b_k)
@@ -521,39 +442,18 @@ def train(args: Args) -> str:
             v_loss.backward()
             value_optimizer.step()
         if args.normalize_obs:  # between updates, so that pi_theta stays fixed within a batch
-            agent.update_obs_stats(b_obs)
+            agent.obs_rms.update(b_obs)
 
         # how much of the rewards-to-go's variance the baseline explained before the fit (1: all, 0: none)
         explained_var = 1 - (b_returns - b_baselines).var() / b_returns.var().clamp(min=1e-8)
-        run.log(
-            global_step,
-            {
-                "losses/policy_loss": pg_loss.item(),
-                "losses/value_loss": v_loss.item(),
-                "losses/entropy": entropy.mean().item(),
-                "losses/kl": kl.item(),
-                "losses/step_norm": step.norm().item(),
-                "losses/explained_variance": explained_var.item(),
-                "charts/SPS": run.sps(global_step),
-            },
-        )
+        losses = dict(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy.mean(), kl=kl, step_norm=step.norm())
+        losses["explained_variance"] = explained_var
+        run.log(global_step, {f"losses/{k}": v for k, v in losses.items()} | {"charts/SPS": run.sps(global_step)})
         run.step_done(global_step, checkpoint)
     envs.close()
     run.step_done(global_step, checkpoint, final=True)
-
-    if args.save_model:
-        path = os.path.join(run.dir, f"{args.exp_name}.pt")
-        torch.save({"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}, path)
-        print(f"saved {path}")
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
-        scores = evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
-        for episode_return in scores:
-            run.log(global_step, {"eval/episodic_return": episode_return})
-        report_scores(scores, args.env_id, args.eval_deterministic, "episodes")
-        run.log_videos(video_dir)
-    run.close()
-    return run.dir
+    play = partial(evaluate, agent, args.env_id, args.eval_episodes, args.seed, device, args.eval_deterministic)
+    return run.finish(global_step, model_file(agent, args.env_id), play, args.eval_deterministic, "episodes")
 
 
 # ---------------------------------------------------------------- Appendix: the plumbing
@@ -735,6 +635,8 @@ class Run:
         self.returns = deque(self.state["run"]["returns"] if self.state else (), maxlen=100)  # last 100 games' scores
         self.signal, self.training_over = 0, False
         self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # the frame of the train() that made this run: a signal after it raised is not this run's any more
+        self.owner = (id(caller := inspect.currentframe().f_back), caller.f_code)
 
     def read_checkpoint(self, args) -> dict:
         """checkpoint.pt of the run to resume (and the replay memory beside it), or a one-line error."""
@@ -768,8 +670,9 @@ class Run:
         return seed + self.start_step
 
     def log(self, global_step: int, metrics: dict) -> None:
+        """Numbers (or one-element tensors) at one step, to every sink: metrics.csv, TensorBoard, wandb."""
+        metrics = {name: float(value) for name, value in metrics.items()}
         for name, value in metrics.items():
-            value = float(value)
             if not math.isfinite(value):
                 self.stop_nonfinite(f"{name} is {value}", global_step)
             self.csv.writerow([global_step, name, value])
@@ -843,6 +746,12 @@ class Run:
         fail(f"{what} at step {global_step:,}; training stopped, {kept}")
 
     def on_signal(self, signum: int, frame) -> None:
+        while frame is not None and (id(frame), frame.f_code) != self.owner:
+            frame = frame.f_back
+        if frame is None:  # train() raised in a process that goes on (a notebook, a test): put things back
+            self.close()
+            signal.raise_signal(signum)  # and let the handler from before the run take this signal
+            return
         if self.signal:  # the second: stop now (the last checkpoint is whole: it is written atomically)
             os._exit(128 + signum)
         self.signal = signum
@@ -851,6 +760,28 @@ class Run:
             if self.writer:
                 print(f"interrupted in the evaluation, after the final checkpoint of {self.dir}", flush=True)
             raise SystemExit(128 + signum)
+
+    def finish(self, global_step: int, model: dict, play: Callable, deterministic: bool, unit: str) -> str | None:
+        """After training: --save-model writes `model` into the run folder; play(video_dir) plays --eval-episodes
+        games or episodes, their scores logged as eval/episodic_return with a mean line; the run is closed."""
+        if self.writer and self.args["save_model"]:
+            path = os.path.join(self.dir, f"{self.args['exp_name']}.pt")
+            torch.save(model, path)
+            print(f"saved {path}")
+        if self.writer and self.args["eval_episodes"] > 0:
+            video_dir = os.path.join(self.dir, "videos") if self.args["capture_video"] else None
+            scores = play(video_dir=video_dir)
+            for episode_return in scores:
+                self.log(global_step, {"eval/episodic_return": episode_return})
+            report_scores(scores, self.args["env_id"], deterministic, unit)
+            self.log_videos(video_dir)
+        self.close()
+        return self.dir if self.writer else None
+
+    def log_games(self, games: list[tuple[int, float, int]]) -> None:
+        """charts/episodic_return and charts/episodic_length of the games (or episodes) (step, return, length)."""
+        for global_step, episode_return, length in games:
+            self.log(global_step, {"charts/episodic_return": episode_return, "charts/episodic_length": length})
 
     def flush(self) -> None:
         self.csv_file.flush()
@@ -934,9 +865,10 @@ def load_file(path: str, mmap: bool = False):
 # --- shared: end ---
 
 
+# --- family classic-appendix: begin ---
 def check_env(env_id: str, render: bool = False) -> gym.Env:
-    """Make one env, or fail in one line: an unknown id (with close matches), a missing dependency,
-    or spaces this script has no policy for."""
+    """Make one env, or fail in one line: an unknown id (with close matches), a missing dependency
+    (MuJoCo envs need gymnasium[mujoco]), or spaces this script has no policy for."""
     import ale_py  # registers the Atari ids: one of them gets its own answer
 
     gym.register_envs(ale_py)
@@ -950,48 +882,68 @@ def check_env(env_id: str, render: bool = False) -> gym.Env:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         env = gym.make(env_id, render_mode="rgb_array" if render else None)
-        if render:  # classic-control envs draw with pygame, which gymnasium does not install by default
+        if render:  # classic-control envs draw with pygame, MuJoCo with OpenGL: fail now, not after training
             env.reset(seed=0)
             env.render()
     except Exception as e:
-        fail(f"cannot make {env_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        why = f"cannot make {env_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if render and "mujoco" in str(gym.spec(env_id).entry_point):  # no display: MuJoCo needs another backend
+            why += "; to record MuJoCo without a display, set MUJOCO_GL=egl (or osmesa)"
+        fail(why)
     obs_space, action_space = env.observation_space, env.action_space
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        fail(f"{env_id} has observation space {obs_space}; natural_pg.py needs a flat Box (a vector)")
+        fail(f"{env_id} has observation space {obs_space}; {SCRIPT} needs a flat Box (a vector)")
     if not (isinstance(action_space, gym.spaces.Discrete) or (type(action_space) is gym.spaces.Box)):
         fail(
-            f"{env_id} has action space {type(action_space).__name__}; natural_pg.py handles Discrete "
+            f"{env_id} has action space {type(action_space).__name__}; {SCRIPT} handles Discrete "
             "(categorical policy) and Box (Gaussian policy)"
         )
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) != 1:
-        fail(f"{env_id} has action space {action_space}; natural_pg.py needs a flat Box (a vector)")
+        fail(f"{env_id} has action space {action_space}; {SCRIPT} needs a flat Box (a vector)")
     return env
 
 
-def check_args(args: Args) -> gym.Env:
-    """Fail on bad input before anything is allocated; return one env to read the spaces from."""
-    check_common(args)
-    for name in ("total_timesteps", "num_envs", "episodes_per_update", "vf_iters", "cg_iters"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.eval_episodes < 0:
-        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
-    if not args.epsilon > 0:
-        fail(f"--epsilon must be positive (the size of the step), got {args.epsilon}")
-    if not args.damping >= 0:
-        fail(f"--damping must be 0 or more, got {args.damping}")
-    if not (0 < args.gamma <= 1 and args.vf_learning_rate > 0):
-        fail("need 0 < --gamma <= 1 and --vf-learning-rate > 0")
-    if args.metric not in ("fisher", "euclidean"):
-        fail(f"--metric must be fisher or euclidean, got {args.metric!r}")
-    if args.fisher not in ("cg", "exact"):
-        fail(f"--fisher must be cg or exact, got {args.fisher!r}")
-    if args.metric == "fisher" and args.fisher == "exact" and args.damping == 0:
-        fail(
-            "--damping 0 with --fisher exact: F from a batch is singular (one constant added to all logits changes "
-            "no policy), so F^-1 grad U does not exist; use --damping 0.1 (the default) or more"
-        )
-    return check_env(args.env_id, render=args.capture_video and args.eval_episodes > 0)
+class RunningMeanStd(nn.Module):
+    """Mean and variance of everything seen so far, merged batch by batch (Chan et al. 1979's parallel
+    algorithm); buffers, so that they are saved with the model."""
+
+    def __init__(self, shape: tuple[int, ...] = ()):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("var", torch.ones(shape))
+        self.register_buffer("count", torch.tensor(0.0))
+
+    def update(self, x: torch.Tensor) -> None:
+        """x [B, *shape]: mean <- mean + delta n / (m + n), M2 <- M2 + M2_x + delta^2 m n / (m + n)."""
+        x = x.reshape(-1, *self.mean.shape)
+        n, batch_mean, batch_var = x.shape[0], x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+
+def model_file(agent: "Agent", env_id: str) -> dict:
+    """What --save-model writes (and a checkpoint holds): the weights with the observation statistics, and what
+    rebuilds the network."""
+    sizes = {"obs_dim": agent.actor[0].in_features, "action_dim": agent.actor[-1].out_features}
+    return (
+        {"model": agent.state_dict(), "env_id": env_id, "discrete": agent.discrete}
+        | sizes
+        | {"normalize_obs": agent.normalize_obs}
+    )
+
+
+def resume(run: Run, parts: dict) -> int:
+    """With --resume: each part (network, optimizer, statistics) as the checkpoint holds it, and the checkpoint's
+    step; 0 for a new run."""
+    if (state := run.resume()) is None:
+        return 0
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    return state["global_step"]
 
 
 CHECKPOINT_KEYS = {"model", "env_id", "obs_dim", "action_dim", "discrete", "normalize_obs"}
@@ -999,19 +951,16 @@ CHECKPOINT_KEYS = {"model", "env_id", "obs_dim", "action_dim", "discrete", "norm
 
 def load_checkpoint(path: str, device: torch.device) -> tuple[Agent, str]:
     """Load a model saved by --save-model, safely (weights_only: tensors and plain values, no code)."""
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a missing, truncated or foreign file: say which and why in one line
-        fail(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    checkpoint = load_file(path)
     if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys():
-        fail(f"{path} is not a natural_pg.py checkpoint (expected keys {', '.join(sorted(CHECKPOINT_KEYS))})")
+        fail(f"{path} is not a {SCRIPT} checkpoint (expected keys {', '.join(sorted(CHECKPOINT_KEYS))})")
     c = checkpoint
-    agent = Agent(c["obs_dim"], c["action_dim"], c["discrete"], c["normalize_obs"]).to(device)
+    agent = Agent(c["obs_dim"], c["action_dim"], c["discrete"], c["normalize_obs"])
     try:
         agent.load_state_dict(c["model"])
     except RuntimeError as e:
-        fail(f"checkpoint {path} does not fit natural_pg.py's network: {str(e).splitlines()[1].strip()}")
-    return agent, c["env_id"]
+        fail(f"checkpoint {path} does not fit {SCRIPT}'s network: {str(e).splitlines()[1].strip()}")
+    return agent.to(device), c["env_id"]
 
 
 def evaluate(
@@ -1020,8 +969,8 @@ def evaluate(
     episodes: int,
     seed: int,
     device: torch.device,
-    video_dir: str | None = None,
     deterministic: bool = False,
+    video_dir: str | None = None,
 ):
     """Play whole episodes with pi_theta's actions (sampled, or its mode: argmax or the Gaussian's mean), clipped
     to the bounds for Box actions, observations normalized by the statistics saved with the model."""
@@ -1065,6 +1014,97 @@ def check_fits(agent: Agent, env: gym.Env, env_id: str) -> None:
         )
 
 
+# --- family classic-appendix: end ---
+
+
+# --- family episodes: begin ---
+def collect_episodes(envs, agent: Agent, episodes: int, reset_seed: int | None, gamma: float, device: torch.device):
+    """M = `episodes` whole episodes with pi_theta, spread over the N envs, as the batch of their steps:
+    (s [B, obs_dim], a [B] or [B, A], r_{k,to-go} [B], k [B]: the step's index in its episode), and the episodes'
+    (steps played when it ended, return, length) in the order they ended.
+
+    An env starts another episode only while fewer than M have been started, and every started episode is
+    played to its end: which episodes enter the batch never depends on their own length (keeping the first M to
+    finish would favour short ones). Envs that are done wait; their steps are neither learned from nor counted.
+    """
+    N, space = envs.num_envs, envs.single_action_space
+    next_obs, _ = envs.reset(seed=reset_seed)
+    active = np.arange(N) < episodes
+    started, steps, ended = int(active.sum()), 0, []
+    episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
+    obs, actions, rewards, terminations, truncations, actives, final_obs = [], [], [], [], [], [], {}
+    with torch.inference_mode():
+        while active.any():
+            obs.append(next_obs)
+            actives.append(active.copy())
+            action = agent.sample(torch.as_tensor(next_obs, dtype=torch.float32, device=device)).cpu().numpy()
+            actions.append(action)
+            # the env gets the action clipped to its bounds; log pi_theta is of the sampled one
+            env_action = action if agent.discrete else np.clip(action, space.low, space.high)
+            next_obs, reward, terminated, truncated, info = envs.step(env_action)
+            rewards.append(reward)
+            terminations.append(terminated)
+            truncations.append(truncated)
+            steps += int(active.sum())
+            episode_return += reward
+            episode_length += 1
+            for i in np.flatnonzero((terminated | truncated) & active):
+                if truncated[i] and not terminated[i]:  # the time limit cut it: V(s_{d+1}) completes it
+                    final_obs[(len(rewards) - 1, i)] = info["final_obs"][i]
+                ended.append((steps, episode_return[i], episode_length[i]))
+                if started < episodes:
+                    started += 1
+                else:
+                    active[i] = False
+            episode_return[terminated | truncated] = 0
+            episode_length[terminated | truncated] = 0
+
+        as_tensor = lambda x: torch.as_tensor(np.array(x), dtype=torch.float32, device=device)  # [T, N, ...]
+        rewards_t, terminations_t, truncations_t = as_tensor(rewards), as_tensor(terminations), as_tensor(truncations)
+        bootstrap_values = torch.zeros_like(rewards_t)
+        if final_obs:
+            bootstrap_values[tuple(zip(*final_obs, strict=True))] = agent.value(as_tensor(list(final_obs.values())))
+        returns_t = reward_to_go(rewards_t, terminations_t, truncations_t, bootstrap_values, gamma)
+        k_t = step_in_episode(torch.maximum(terminations_t, truncations_t))
+    # outside inference mode: the batch is an input to the gradient
+    mask = torch.as_tensor(np.array(actives), device=device)  # [T, N]
+    batch = as_tensor(obs)[mask], torch.as_tensor(np.array(actions), device=device)[mask], returns_t[mask], k_t[mask]
+    return batch, ended
+
+
+# --- family episodes: end ---
+
+
+def check_args(args: Args) -> tuple[int, int, bool]:
+    """Fail on bad input before anything is allocated; return the env's sizes: observation, action, and whether
+    the actions are discrete (action: their count) or not (action: the vector's size)."""
+    check_common(args)
+    for name in ("total_timesteps", "num_envs", "episodes_per_update", "vf_iters", "cg_iters"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.eval_episodes < 0:
+        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
+    if not args.epsilon > 0:
+        fail(f"--epsilon must be positive (the size of the step), got {args.epsilon}")
+    if not args.damping >= 0:
+        fail(f"--damping must be 0 or more, got {args.damping}")
+    if not (0 < args.gamma <= 1 and args.vf_learning_rate > 0):
+        fail("need 0 < --gamma <= 1 and --vf-learning-rate > 0")
+    if args.metric not in ("fisher", "euclidean"):
+        fail(f"--metric must be fisher or euclidean, got {args.metric!r}")
+    if args.fisher not in ("cg", "exact"):
+        fail(f"--fisher must be cg or exact, got {args.fisher!r}")
+    if args.metric == "fisher" and args.fisher == "exact" and args.damping == 0:
+        fail(
+            "--damping 0 with --fisher exact: F from a batch is singular (one constant added to all logits changes "
+            "no policy), so F^-1 grad U does not exist; use --damping 0.1 (the default) or more"
+        )
+    env = check_env(args.env_id, render=args.capture_video and args.eval_episodes > 0)
+    env.close()
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    return env.observation_space.shape[0], int(env.action_space.n) if discrete else env.action_space.shape[0], discrete
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
@@ -1079,7 +1119,7 @@ if __name__ == "__main__":
         check_fits(agent, check_env(env_id), env_id)  # before a folder is made for the evaluation
         folder = eval_folder(args.eval_checkpoint)
         video_dir = os.path.join(folder, "videos") if args.capture_video else None
-        scores = evaluate(agent, env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
+        scores = evaluate(agent, env_id, args.eval_episodes, args.seed, device, args.eval_deterministic, video_dir)
         report_scores(scores, env_id, args.eval_deterministic, "episodes", folder)
     else:
         train(args)

@@ -35,6 +35,7 @@ Deliberate departures from the paper (all from CleanRL / Huang et al. 2022, so r
 
 import csv
 import difflib
+import inspect
 import json
 import math
 import os
@@ -45,6 +46,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
+from functools import partial
 from typing import NoReturn
 
 import gymnasium as gym
@@ -108,7 +110,7 @@ class Args:
     update_epochs: int = 4
     """epochs over each batch (K)"""
     learning_rate: float = 2.5e-4
-    """Adam step size alpha (annealed linearly to 0 unless --no-anneal-lr)"""
+    """Adam step size alpha (annealed linearly unless --no-anneal-lr)"""
     anneal_lr: bool = True
     """anneal the learning rate linearly: lr (1 - (i - 1) / I) at iteration i of I, lr / I at the last"""
     gamma: float = 0.99
@@ -132,24 +134,6 @@ class Args:
 
 
 # --- family atari: begin ---
-def atari_game(env_id: str) -> tuple[str, float]:
-    """Map a gymnasium Atari id to (ROM name, sticky-action probability), or fail with close matches."""
-    import ale_py
-
-    gym.register_envs(ale_py)
-    # NoFrameskip-v4 (frameskip 1) and v5 (frameskip 4) ids; v4 without NoFrameskip skips 2-4 frames at random
-    ids = [
-        i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
-    ]
-    if env_id in gym.registry and gym.spec(env_id).entry_point != "ale_py.env:AtariEnv":
-        fail(f"{env_id} is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it ({SCRIPT} plays Atari)")
-    if env_id not in ids:
-        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
-        fail(f"unknown Atari env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-    kwargs = gym.spec(env_id).kwargs
-    return kwargs["game"], kwargs["repeat_action_probability"]
-
-
 def make_envs(env_id: str, num_envs: int, cores: int | None = None) -> AtariVectorEnv:
     """The DeepMind preprocessing (Mnih et al. 2015; Machado et al. 2018), done in ale-py's C++ threads:
     up to 30 no-ops at reset, FIRE at reset, 4 frames per step max-pooled over the last two, 84x84
@@ -159,24 +143,13 @@ def make_envs(env_id: str, num_envs: int, cores: int | None = None) -> AtariVect
     game's first observation at once, so every step returned is a real transition. `cores`: the cores this
     process may use (all of the machine's by default; its share when several processes train on it)."""
     game, sticky = atari_game(env_id)
-    return AtariVectorEnv(
-        game,
-        num_envs,
-        repeat_action_probability=sticky,
-        noop_max=30,
-        use_fire_reset=True,
-        episodic_life=False,
-        life_loss_info=True,
-        reward_clipping=False,
-        autoreset_mode="SameStep",
-        # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
-        num_threads=min(num_envs, cores or os.cpu_count() or 1),
-    )
+    preprocessing = dict(noop_max=30, use_fire_reset=True, episodic_life=False, life_loss_info=True)
+    preprocessing |= dict(reward_clipping=False, autoreset_mode="SameStep", repeat_action_probability=sticky)
+    # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
+    return AtariVectorEnv(game, num_envs, num_threads=min(num_envs, cores or os.cpu_count() or 1), **preprocessing)
 
 
-def is_game_over(
-    terminated: np.ndarray, truncated: np.ndarray, lives: np.ndarray, prev_lives: np.ndarray
-) -> np.ndarray:
+def is_game_over(terminated, truncated, lives, prev_lives) -> np.ndarray:
     """Which envs finished a whole game this step. A termination is a life loss or the game's end; at
     the end the env has already reset (SameStep) and lives jump back up, so a game is over when a
     termination comes without lives going down (or the time limit cut it)."""
@@ -266,40 +239,16 @@ def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: 
     return -torch.min(ratio * advantages, torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef) * advantages).mean()
 
 
-def average_gradients(params: list[nn.Parameter], procs: "Processes") -> None:
-    """After backward, before the clip and the optimizer step: each gradient becomes its mean over the K.
-
-    lecture: the gradient estimate is a mean over the samples of the minibatch, so for K processes with B
-        samples each,  grad (1/(K B)) sum_k sum_b l_kb = (1/K) sum_k grad (1/B) sum_b l_kb :
-    the mean of the K minibatch gradients is the gradient of the objective on their union, a K-times larger
-    minibatch; the K processes take the step one process would take on K B samples. The gradient-norm clip
-    then acts on this averaged (global) gradient, as for one process.
-
-    Why one flat all-reduce and not DistributedDataParallel: one code path for 1 and K processes, no wrapper
-    (state_dict keys, checkpoints and --save-model files stay as they are) and the rollout's forward passes
-    untouched. DDP's gain, overlapping bucketed all-reduces with the backward pass, is small here: the whole
-    gradient is 1.69M floats (6.7 MB), one or two of DDP's buckets, and the backward of four layers is short.
-    Identical gradients into identical Adam states keep the parameters bit-identical on every process.
-    """
-    flat_all_reduce([p.grad for p in params], procs, "the gradient all-reduce")
-
-
 def train(args: Args) -> str | None:
     """Collect num_steps x num_envs transitions, compute GAE, optimize L^CLIP for update_epochs epochs
     of shuffled minibatches; repeat. Returns the run folder (None on the processes other than rank 0)."""
-    check_args(args)
     procs = torchrun_processes(args.dist_timeout)
+    check_args(args, procs)
     batch_size = args.num_envs * args.num_steps  # this process's batch; the K processes' batch is K times it
     minibatch_size = batch_size // args.num_minibatches
     # global_step and --total-timesteps count the steps of all K processes: K x num_envs per step
     global_batch = procs.size * batch_size
     num_iterations = args.total_timesteps // global_batch
-    if num_iterations == 0:
-        fail(
-            f"--total-timesteps {args.total_timesteps} is less than one batch of the {procs.size} processes "
-            f"({global_batch}); raise it"
-        )
-    check_gpus(args.cuda, procs)
     # each process draws its own actions and minibatches (seed + rank); the parameters start equal (broadcast)
     seed_everything(args.seed + procs.rank, args.torch_deterministic)
     device = join_process_group(args, procs)
@@ -315,30 +264,17 @@ def train(args: Args) -> str | None:
     T, N = args.num_steps, args.num_envs
     obs = torch.zeros((T, N, *envs.single_observation_space.shape), dtype=torch.uint8, device=device)
     actions = torch.zeros((T, N), dtype=torch.long, device=device)
-    logprobs = torch.zeros((T, N), device=device)
-    values = torch.zeros((T, N), device=device)
-    final_values = torch.zeros((T, N), device=device)  # V(last obs) where the time limit cut an episode
-    rewards = np.zeros((T, N), dtype=np.float32)
-    terminations = np.zeros((T, N), dtype=np.float32)
-    truncations = np.zeros((T, N), dtype=np.float32)
+    logprobs, values, final_values = torch.zeros((3, T, N), device=device)  # final: V(obs the time limit cut off)
+    outcomes = np.zeros((3, T, N), dtype=np.float32)  # r, terminated, truncated: one copy to the device for GAE
+    rewards, terminations, truncations = outcomes
 
     # sub-env i of process r: seed + r * num_envs + i, distinct over all processes
     next_obs_np, info = envs.reset(seed=run.env_seed(args.seed) + procs.rank * N)
-    lives = info["lives"]
-    game_return = np.zeros(N)  # raw score of each env's current game (all lives)
-    game_length = np.zeros(N, dtype=np.int64)
-    global_step = 0
+    scores = GameScores(info["lives"])  # the raw score of each env's game, over all its lives
 
-    def checkpoint() -> dict:  # everything the loop needs to go on (the envs restart their games)
-        model = {"model": agent.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
-        return model | {"optimizer": optimizer.state_dict()}
-
-    if (state := run.resume()) is not None:
-        agent.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        global_step = state["global_step"]
-        if procs.rank > 0:  # resume() gave every process rank 0's generators: draw other numbers again
-            seed_everything(args.seed + procs.rank + global_step, args.torch_deterministic)
+    model = lambda: {"model": agent.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
+    checkpoint = lambda: model() | {"optimizer": optimizer.state_dict()}  # to go on (the envs restart their games)
+    global_step = resume(run, agent, optimizer, args, procs)  # 0 for a new run
     broadcast_parameters(agent, procs)
     for iteration in range(global_step // global_batch + 1, num_iterations + 1):
         if args.anneal_lr:
@@ -357,32 +293,20 @@ def train(args: Args) -> str | None:
                 # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
                 rewards[step] = np.sign(reward)
                 terminations[step], truncations[step] = terminated, truncated
-                game_over = is_game_over(terminated, truncated, info["lives"], lives)
-                lives = info["lives"]
-                game_return += reward
-                game_length += 1
+                games += scores.step(global_step, reward, terminated, truncated, info["lives"])[1]
                 if truncated.any():  # rare: bootstrap from the observation the time limit cut off
-                    final_values[step] = torch.where(
-                        torch.from_numpy(truncated).to(device),
-                        agent(torch.from_numpy(info["final_obs"]).to(device))[1],
-                        0.0,
-                    )
-                games += [(global_step, game_return[i], game_length[i]) for i in np.flatnonzero(game_over)]
-                game_return[game_over] = 0
-                game_length[game_over] = 0
+                    final_value = agent(torch.from_numpy(info["final_obs"]).to(device))[1]
+                    final_values[step] = torch.where(torch.from_numpy(truncated).to(device), final_value, 0.0)
             next_value = agent(torch.from_numpy(next_obs_np).to(device))[1]
 
             # ---- advantages: reward-to-go minus the baseline V, by GAE(lambda) ----
-            rewards_t = torch.from_numpy(rewards).to(device)
-            terminations_t = torch.from_numpy(terminations).to(device)
-            truncations_t = torch.from_numpy(truncations).to(device)
+            rewards_t, terminations_t, truncations_t = torch.from_numpy(outcomes).to(device)
             # V(s'_t): the next row of values, the final observation's value where truncated
             next_values = torch.cat([values[1:], next_value.unsqueeze(0)])
             next_values = torch.where(truncations_t.bool(), final_values, next_values)
             advantages = gae(rewards_t, values, next_values, terminations_t, truncations_t, args.gamma, args.gae_lambda)
             returns = advantages + values  # targets for V: lambda-returns
-        for game_step, score, length in gather_games(games, procs):  # every process's games, logged by rank 0
-            run.log(game_step, {"charts/episodic_return": score, "charts/episodic_length": length})
+        run.log_games(gather_games(games, procs))  # every process's games, logged by rank 0
 
         # ---- learn: K epochs of shuffled minibatches on the clipped surrogate ----
         b_obs = obs.reshape(batch_size, *obs.shape[2:])
@@ -429,54 +353,24 @@ def train(args: Args) -> str | None:
                 average_gradients(list(agent.parameters()), procs)  # K processes: the mean of their gradients
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                 optimizer.step()
-            if args.target_kl is not None:
-                # K processes stop the epochs together (or their exchanges would no longer pair up): on the KL
-                # of the K minibatches, the mean of theirs
-                flat_all_reduce([approx_kl], procs, "the KL all-reduce")
-                if approx_kl > args.target_kl:
-                    break
+            # K processes stop the epochs together, on the mean of their KLs (or their exchanges would not pair up)
+            if args.target_kl is not None and mean_over_processes({"kl": approx_kl}, procs)["kl"] > args.target_kl:
+                break
 
         # how much of the returns' variance the baseline explains (1: all, 0: none)
         explained_var = 1 - (b_returns - b_values).var() / b_returns.var().clamp(min=1e-8)
+        losses = dict(value_loss=v_loss, policy_loss=pg_loss, entropy=entropy, old_approx_kl=old_approx_kl)
+        losses |= dict(approx_kl=approx_kl, clipfrac=torch.stack(clipfracs).mean(), explained_variance=explained_var)
         # with K processes: the mean over the K of each one's last minibatch (explained variance: of its batch);
         # every process logs the same numbers, so the non-finite guard stops all of them at the same step
-        losses = torch.stack([v_loss, pg_loss, entropy, old_approx_kl, approx_kl, torch.stack(clipfracs).mean()])
-        losses = torch.cat([losses.detach(), explained_var.detach().reshape(1)])
-        flat_all_reduce([losses], procs, "the loss all-reduce")
-        names = ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "explained_variance"]
-        run.log(
-            global_step,
-            {"charts/learning_rate": optimizer.param_groups[0]["lr"]}
-            | {f"losses/{name}": value for name, value in zip(names, losses.tolist(), strict=True)}
-            | {"charts/SPS": run.sps(global_step)},
-        )
-        # signals wait while the processes agree and rank 0 checkpoints: one arriving in between would stop
-        # this process alone, one step earlier than the others
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if procs.size > 1 else None
-        agree_on_signal(run, procs, device)
-        run.step_done(global_step, checkpoint)
-        if blocked is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        charts = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": run.sps(global_step)}
+        run.log(global_step, {f"losses/{k}": v for k, v in mean_over_processes(losses, procs).items()} | charts)
+        step_done_together(run, procs, device, global_step, checkpoint)
     envs.close()
     run.step_done(global_step, checkpoint, final=True)
     leave_process_group(procs)
-    if procs.rank > 0:  # rank 0 alone saves the model and evaluates it
-        run.close()
-        return None
-
-    if args.save_model:
-        path = os.path.join(run.dir, f"{args.exp_name}.pt")
-        torch.save({"model": agent.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}, path)
-        print(f"saved {path}")
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
-        scores = evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
-        for episode_return in scores:
-            run.log(global_step, {"eval/episodic_return": episode_return})
-        report_scores(scores, args.env_id, args.eval_deterministic, "games")
-        run.log_videos(video_dir)
-    run.close()
-    return run.dir
+    play = partial(evaluate, agent, args.env_id, args.eval_episodes, args.seed, device, args.eval_deterministic)
+    return run.finish(global_step, model(), play, args.eval_deterministic, "games")  # rank 0 saves and evaluates
 
 
 # ---------------------------------------------------------------- Appendix: the plumbing
@@ -658,6 +552,8 @@ class Run:
         self.returns = deque(self.state["run"]["returns"] if self.state else (), maxlen=100)  # last 100 games' scores
         self.signal, self.training_over = 0, False
         self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # the frame of the train() that made this run: a signal after it raised is not this run's any more
+        self.owner = (id(caller := inspect.currentframe().f_back), caller.f_code)
 
     def read_checkpoint(self, args) -> dict:
         """checkpoint.pt of the run to resume (and the replay memory beside it), or a one-line error."""
@@ -691,8 +587,9 @@ class Run:
         return seed + self.start_step
 
     def log(self, global_step: int, metrics: dict) -> None:
+        """Numbers (or one-element tensors) at one step, to every sink: metrics.csv, TensorBoard, wandb."""
+        metrics = {name: float(value) for name, value in metrics.items()}
         for name, value in metrics.items():
-            value = float(value)
             if not math.isfinite(value):
                 self.stop_nonfinite(f"{name} is {value}", global_step)
             self.csv.writerow([global_step, name, value])
@@ -766,6 +663,12 @@ class Run:
         fail(f"{what} at step {global_step:,}; training stopped, {kept}")
 
     def on_signal(self, signum: int, frame) -> None:
+        while frame is not None and (id(frame), frame.f_code) != self.owner:
+            frame = frame.f_back
+        if frame is None:  # train() raised in a process that goes on (a notebook, a test): put things back
+            self.close()
+            signal.raise_signal(signum)  # and let the handler from before the run take this signal
+            return
         if self.signal:  # the second: stop now (the last checkpoint is whole: it is written atomically)
             os._exit(128 + signum)
         self.signal = signum
@@ -774,6 +677,28 @@ class Run:
             if self.writer:
                 print(f"interrupted in the evaluation, after the final checkpoint of {self.dir}", flush=True)
             raise SystemExit(128 + signum)
+
+    def finish(self, global_step: int, model: dict, play: Callable, deterministic: bool, unit: str) -> str | None:
+        """After training: --save-model writes `model` into the run folder; play(video_dir) plays --eval-episodes
+        games or episodes, their scores logged as eval/episodic_return with a mean line; the run is closed."""
+        if self.writer and self.args["save_model"]:
+            path = os.path.join(self.dir, f"{self.args['exp_name']}.pt")
+            torch.save(model, path)
+            print(f"saved {path}")
+        if self.writer and self.args["eval_episodes"] > 0:
+            video_dir = os.path.join(self.dir, "videos") if self.args["capture_video"] else None
+            scores = play(video_dir=video_dir)
+            for episode_return in scores:
+                self.log(global_step, {"eval/episodic_return": episode_return})
+            report_scores(scores, self.args["env_id"], deterministic, unit)
+            self.log_videos(video_dir)
+        self.close()
+        return self.dir if self.writer else None
+
+    def log_games(self, games: list[tuple[int, float, int]]) -> None:
+        """charts/episodic_return and charts/episodic_length of the games (or episodes) (step, return, length)."""
+        for global_step, episode_return, length in games:
+            self.log(global_step, {"charts/episodic_return": episode_return, "charts/episodic_length": length})
 
     def flush(self) -> None:
         self.csv_file.flush()
@@ -857,7 +782,71 @@ def load_file(path: str, mmap: bool = False):
 # --- shared: end ---
 
 
-def check_args(args: Args) -> None:
+# --- family atari-appendix: begin ---
+def atari_game(env_id: str) -> tuple[str, float]:
+    """Map a gymnasium Atari id to (ROM name, sticky-action probability), or fail with close matches."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    # NoFrameskip-v4 (frameskip 1) and v5 (frameskip 4) ids; v4 without NoFrameskip skips 2-4 frames at random
+    ids = [
+        i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
+    ]
+    if env_id in gym.registry and gym.spec(env_id).entry_point != "ale_py.env:AtariEnv":
+        fail(f"{env_id} is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it ({SCRIPT} plays Atari)")
+    if env_id not in ids:
+        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
+        fail(f"unknown Atari env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    kwargs = gym.spec(env_id).kwargs
+    return kwargs["game"], kwargs["repeat_action_probability"]
+
+
+def make_eval_env(env_id: str, video_dir: str | None = None) -> gym.Env:
+    """One gymnasium env for evaluation whose preprocessing gives the same frames as the training envs, and
+    that can render for video."""
+    atari_game(env_id)  # fails on an unknown id
+    # v5 ids skip frames in the emulator; here the wrapper skips 4 and max-pools, as the vector env does
+    env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_dir else None)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, terminal_on_life_loss=False)
+    env = gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda e: True, name_prefix="eval")
+    return env
+
+
+def start_game(env: gym.Env, seed: int | None) -> tuple[np.ndarray, float]:
+    """A new game, with FIRE pressed at its start where the game has it, as the training envs do: (obs, score)."""
+    obs, _ = env.reset(seed=seed)
+    meanings = env.unwrapped.get_action_meanings()
+    if "FIRE" not in meanings:
+        return np.asarray(obs), 0.0
+    obs, reward, *_ = env.step(meanings.index("FIRE"))
+    return np.asarray(obs), float(reward)
+
+
+class GameScores:
+    """The raw score and length of each env's current game, over all its lives (what papers report; the agent
+    learns from sign(r) and from life losses as episode ends), and the games that end."""
+
+    def __init__(self, lives: np.ndarray):
+        self.lives, self.score, self.length = lives, np.zeros(len(lives)), np.zeros(len(lives), dtype=np.int64)
+
+    def step(self, global_step: int, reward, terminated, truncated, lives) -> tuple[np.ndarray, list]:
+        """After a step of the N envs: which games are over [N], and (step, score, length) of each."""
+        game_over = is_game_over(terminated, truncated, lives, self.lives)
+        self.lives = lives
+        self.score += reward
+        self.length += 1
+        ended = [(global_step, self.score[i], self.length[i]) for i in np.flatnonzero(game_over)]
+        self.score[game_over] = 0
+        self.length[game_over] = 0
+        return game_over, ended
+
+
+# --- family atari-appendix: end ---
+
+
+def check_args(args: Args, procs: "Processes") -> None:
     """Fail on bad input before anything is allocated."""
     check_common(args)
     for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs"):
@@ -876,11 +865,15 @@ def check_args(args: Args) -> None:
             "minibatches of 1 step: normalizing advantages (--norm-adv) divides by the std of one number (NaN); "
             "use fewer --num-minibatches or --no-norm-adv"
         )
-    if args.total_timesteps < batch_size:
-        fail(f"--total-timesteps {args.total_timesteps} is less than one batch ({batch_size}); raise it")
+    if args.total_timesteps < procs.size * batch_size:
+        of = f" of the {procs.size} processes" if procs.size > 1 else ""
+        fail(
+            f"--total-timesteps {args.total_timesteps} is less than one batch{of} ({procs.size * batch_size}); raise it"
+        )
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1 and args.clip_coef > 0 and args.learning_rate > 0):
         fail("need 0 < --gamma <= 1, 0 <= --gae-lambda <= 1, --clip-coef > 0 and --learning-rate > 0")
     atari_game(args.env_id)
+    check_gpus(args.cuda, procs)
 
 
 # ---------------------------------------------------------------- many processes, one model (torchrun)
@@ -970,6 +963,31 @@ def flat_all_reduce(tensors: list[torch.Tensor], procs: Processes, what: str) ->
         t.copy_(chunk.view_as(t))  # copy_ writes into the tensor's own layout (channels_last weights too)
 
 
+def average_gradients(params: list[nn.Parameter], procs: Processes) -> None:
+    """After backward, before the clip and the optimizer step: each gradient becomes its mean over the K.
+
+    lecture: the gradient estimate is a mean over the samples of the minibatch, so for K processes with B
+        samples each,  grad (1/(K B)) sum_k sum_b l_kb = (1/K) sum_k grad (1/B) sum_b l_kb :
+    the mean of the K minibatch gradients is the gradient of the objective on their union, a K-times larger
+    minibatch; the K processes take the step one process would take on K B samples. The gradient-norm clip
+    then acts on this averaged (global) gradient, as for one process.
+
+    Why one flat all-reduce and not DistributedDataParallel: one code path for 1 and K processes, no wrapper
+    (state_dict keys, checkpoints and --save-model files stay as they are) and the rollout's forward passes
+    untouched. DDP's gain, overlapping bucketed all-reduces with the backward pass, is small here: the whole
+    gradient is 1.69M floats (6.7 MB), one or two of DDP's buckets, and the backward of four layers is short.
+    Identical gradients into identical Adam states keep the parameters bit-identical on every process.
+    """
+    flat_all_reduce([p.grad for p in params], procs, "the gradient all-reduce")
+
+
+def mean_over_processes(scalars: dict[str, torch.Tensor], procs: Processes) -> dict[str, float]:
+    """Each scalar tensor as a float, its mean over the K processes (one exchange for all of them)."""
+    flat = torch.stack([t.detach().float().reshape(()) for t in scalars.values()])
+    flat_all_reduce([flat], procs, "the all-reduce of the losses")
+    return dict(zip(scalars, flat.tolist(), strict=True))
+
+
 def broadcast_parameters(module: nn.Module, procs: Processes) -> None:
     """Every process starts from rank 0's parameters (each one's own initialization is overwritten)."""
     if procs.size == 1:
@@ -1003,6 +1021,27 @@ def agree_on_signal(run: Run, procs: Processes, device: torch.device) -> None:
     run.signal = int(flag.item())
 
 
+def step_done_together(run: Run, procs: Processes, device: torch.device, global_step: int, checkpoint) -> None:
+    """run.step_done once the K processes agree whether a signal came. Signals wait meanwhile: one arriving in
+    between would stop this process alone, one iteration before the others."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if procs.size > 1 else None
+    agree_on_signal(run, procs, device)
+    run.step_done(global_step, checkpoint)
+    if blocked is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def resume(run: Run, agent: Agent, optimizer: torch.optim.Optimizer, args: Args, procs: Processes) -> int:
+    """With --resume: the network, the optimizer and the generators as the checkpoint holds them, and its step."""
+    if (state := run.resume()) is None:
+        return 0
+    agent.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if procs.rank > 0:  # resume() gave every process rank 0's generators: draw other numbers again
+        seed_everything(args.seed + procs.rank + state["global_step"], args.torch_deterministic)
+    return state["global_step"]
+
+
 def leave_process_group(procs: Processes) -> None:
     if procs.size > 1 and dist.is_initialized():
         dist.destroy_process_group()
@@ -1030,28 +1069,19 @@ def evaluate(
     episodes: int,
     seed: int,
     device: torch.device,
-    video_dir: str | None = None,
     deterministic: bool = False,
+    video_dir: str | None = None,
 ):
     """Play whole games (all lives, raw score) with actions sampled from pi_theta (or its most likely ones), on a
     single gymnasium env whose preprocessing gives the same frames as the training envs (and can render for video)."""
-    atari_game(env_id)  # fails on an unknown id
-    # v5 ids skip frames in the emulator; here the wrapper skips 4 and max-pools, as the vector env does
-    env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_dir else None)
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, terminal_on_life_loss=False)
-    env = gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
-    if video_dir:
-        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda e: True, name_prefix="eval")
-    meanings = env.unwrapped.get_action_meanings()
+    env = make_eval_env(env_id, video_dir)
     check_fits(agent, env, env_id)
     agent.eval()
     games = Games(episodes)
     with torch.inference_mode():
         for episode in range(episodes):
-            obs, _ = env.reset(seed=seed if episode == 0 else None)
-            episode_return, episode_over = 0.0, False
-            if "FIRE" in meanings:  # the training envs press FIRE at reset too
-                obs, episode_return, *_ = env.step(meanings.index("FIRE"))
+            obs, episode_return = start_game(env, seed if episode == 0 else None)
+            episode_over = False
             while not episode_over:
                 logits, _ = agent(torch.from_numpy(np.asarray(obs)).unsqueeze(0).to(device))
                 action = logits.argmax(-1) if deterministic else sample_actions(logits)[0]
@@ -1086,7 +1116,7 @@ if __name__ == "__main__":
         check_fits(agent, gym.make(env_id), env_id)  # before a folder is made for the evaluation
         folder = eval_folder(args.eval_checkpoint)
         video_dir = os.path.join(folder, "videos") if args.capture_video else None
-        scores = evaluate(agent, env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
+        scores = evaluate(agent, env_id, args.eval_episodes, args.seed, device, args.eval_deterministic, video_dir)
         report_scores(scores, env_id, args.eval_deterministic, "games", folder)
     else:
         train(args)

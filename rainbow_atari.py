@@ -47,16 +47,17 @@ import csv
 import dataclasses
 import difflib
 import functools
+import inspect
 import json
 import math
 import os
 import random
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Literal, NoReturn
 
 import gymnasium as gym
@@ -178,24 +179,6 @@ NETWORK_FLAGS = ("network", "dueling", "distributional", "n_atoms", "v_min", "v_
 
 
 # --- family atari: begin ---
-def atari_game(env_id: str) -> tuple[str, float]:
-    """Map a gymnasium Atari id to (ROM name, sticky-action probability), or fail with close matches."""
-    import ale_py
-
-    gym.register_envs(ale_py)
-    # NoFrameskip-v4 (frameskip 1) and v5 (frameskip 4) ids; v4 without NoFrameskip skips 2-4 frames at random
-    ids = [
-        i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
-    ]
-    if env_id in gym.registry and gym.spec(env_id).entry_point != "ale_py.env:AtariEnv":
-        fail(f"{env_id} is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it ({SCRIPT} plays Atari)")
-    if env_id not in ids:
-        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
-        fail(f"unknown Atari env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-    kwargs = gym.spec(env_id).kwargs
-    return kwargs["game"], kwargs["repeat_action_probability"]
-
-
 def make_envs(env_id: str, num_envs: int, cores: int | None = None) -> AtariVectorEnv:
     """The DeepMind preprocessing (Mnih et al. 2015; Machado et al. 2018), done in ale-py's C++ threads:
     up to 30 no-ops at reset, FIRE at reset, 4 frames per step max-pooled over the last two, 84x84
@@ -205,24 +188,13 @@ def make_envs(env_id: str, num_envs: int, cores: int | None = None) -> AtariVect
     game's first observation at once, so every step returned is a real transition. `cores`: the cores this
     process may use (all of the machine's by default; its share when several processes train on it)."""
     game, sticky = atari_game(env_id)
-    return AtariVectorEnv(
-        game,
-        num_envs,
-        repeat_action_probability=sticky,
-        noop_max=30,
-        use_fire_reset=True,
-        episodic_life=False,
-        life_loss_info=True,
-        reward_clipping=False,
-        autoreset_mode="SameStep",
-        # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
-        num_threads=min(num_envs, cores or os.cpu_count() or 1),
-    )
+    preprocessing = dict(noop_max=30, use_fire_reset=True, episodic_life=False, life_loss_info=True)
+    preprocessing |= dict(reward_clipping=False, autoreset_mode="SameStep", repeat_action_probability=sticky)
+    # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
+    return AtariVectorEnv(game, num_envs, num_threads=min(num_envs, cores or os.cpu_count() or 1), **preprocessing)
 
 
-def is_game_over(
-    terminated: np.ndarray, truncated: np.ndarray, lives: np.ndarray, prev_lives: np.ndarray
-) -> np.ndarray:
+def is_game_over(terminated, truncated, lives, prev_lives) -> np.ndarray:
     """Which envs finished a whole game this step. A termination is a life loss or the game's end; at
     the end the env has already reset (SameStep) and lives jump back up, so a game is over when a
     termination comes without lives going down (or the time limit cut it)."""
@@ -465,28 +437,6 @@ class ReplayMemory:
         obs, next_obs = self.stack_at(envs, slots), self.stack_at(envs, (slots + m) % self.slots)
         return obs, self.actions[envs, slots].long(), returns, discounts, next_obs
 
-    def restart(self, obs: np.ndarray) -> None:
-        """On resuming: each env's game in progress ends at its current slot, marked `last` (as a truncation whose
-        final observation is there), and the envs' new games start after it."""
-        self.last[self.env_ids, self.cur] = True
-        self.reset(obs)
-
-    FIELDS = ("actions", "rewards", "terminations", "history", "last", "cur", "filled", "max_priority")
-
-    def state_dict(self) -> dict:
-        """All that is written, for a checkpoint: each env's frames up to its filled slots, the small fields, the
-        priorities (the sum tree)."""
-        frames = [own_storage(self.frames[e * self.slots :][:n]) for e, n in enumerate(self.filled.tolist())]
-        fields = {name: getattr(self, name) for name in self.FIELDS}
-        return {"frames": frames, "tree": self.tree.nodes} | fields
-
-    def load_state_dict(self, state: dict) -> None:
-        for e, frames in enumerate(state["frames"]):  # from a memory-mapped file: read as they are copied
-            self.frames[e * self.slots :][: len(frames)] = frames
-        self.tree.nodes.copy_(state["tree"])
-        for name in self.FIELDS:
-            getattr(self, name).copy_(state[name])
-
 
 def n_step_return(rewards: torch.Tensor, terminations: torch.Tensor, episode_ends: torch.Tensor, gamma: float):
     """4. R_t^(m) = r_t + gamma r_{t+1} + ... + gamma^{m-1} r_{t+m-1}: m = n, or the steps up to and including the
@@ -601,32 +551,13 @@ def train(args: Args) -> str:
     epsilon_decay_steps = args.exploration_fraction * args.total_timesteps  # --no-noisy
 
     obs, info = envs.reset(seed=run.env_seed(args.seed))
-    lives = info["lives"]
-    game_return = np.zeros(N)  # raw score of each env's current game (all lives)
-    game_length = np.zeros(N, dtype=np.int64)
-    global_step = updates = 0
-    learning_starts = args.learning_starts
+    scores = GameScores(info["lives"])  # the raw score of each env's game, over all its lives
 
-    def checkpoint() -> dict:  # everything the loop needs to go on (the envs restart their games)
-        model = {"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions), "network": config}
-        state = model | {"target": target_net.state_dict(), "optimizer": optimizer.state_dict(), "updates": updates}
-        state["exploration_rng"] = rng.bit_generator.state
-        return state | ({"replay": memory.state_dict()} if args.checkpoint_replay else {})
-
-    if (state := run.resume()) is None:
-        memory.reset(obs)
-    else:
-        q_net.load_state_dict(state["model"])
-        target_net.load_state_dict(state["target"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["exploration_rng"]
-        global_step, updates = state["global_step"], state["updates"]
-        if "replay" in state:
-            memory.load_state_dict(state.pop("replay"))
-            memory.restart(obs)
-        else:  # no replay memory saved: fill it again before learning goes on
-            memory.reset(obs)
-            learning_starts = global_step + args.learning_starts
+    model = lambda: {"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
+    model_and_network = lambda: model() | {"network": config}
+    checkpoint = lambda: training_state(model_and_network(), target_net, optimizer, updates, rng, memory, args)
+    # a new run: step 0, the first observations into the memory; --resume: all as the checkpoint holds it
+    global_step, updates, learning_starts = resume(run, q_net, target_net, optimizer, rng, memory, obs, args)
     for _ in range(global_step // N, num_iterations):
         # ---- act: greedy on the noisy Q_theta (fresh noise each step), or epsilon-greedy ----
         if global_step < args.learning_starts:
@@ -641,20 +572,11 @@ def train(args: Args) -> str:
         # ---- observe and store ----
         next_obs, reward, terminated, truncated, info = envs.step(actions)
         global_step += N
-        game_over = is_game_over(terminated, truncated, info["lives"], lives)
-        lives = info["lives"]
+        game_over, games = scores.step(global_step, reward, terminated, truncated, info["lives"])
         # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
         memory.add(actions, reward, terminated, next_obs, game_over, info.get("final_obs"))
         obs = next_obs
-        game_return += reward
-        game_length += 1
-        if game_over.any():
-            for i in np.flatnonzero(game_over):
-                run.log(
-                    global_step, {"charts/episodic_return": game_return[i], "charts/episodic_length": game_length[i]}
-                )
-            game_return[game_over] = 0
-            game_length[game_over] = 0
+        run.log_games(games)
 
         # ---- learn: one prioritized minibatch step per --train-frequency agent steps, after the warm-up ----
         if global_step > learning_starts:
@@ -683,21 +605,8 @@ def train(args: Args) -> str:
         run.step_done(global_step, checkpoint)
     envs.close()
     run.step_done(global_step, checkpoint, final=True)
-
-    if args.save_model:
-        path = os.path.join(run.dir, f"{args.exp_name}.pt")
-        checkpoint = {"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
-        torch.save({**checkpoint, "network": config}, path)
-        print(f"saved {path}")
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
-        scores = evaluate(q_net, args.env_id, args.eval_episodes, args.eval_epsilon, args.seed, device, video_dir)
-        for episode_return in scores:
-            run.log(global_step, {"eval/episodic_return": episode_return})
-        report_scores(scores, args.env_id, args.eval_epsilon == 0, "games")
-        run.log_videos(video_dir)
-    run.close()
-    return run.dir
+    play = partial(evaluate, q_net, args.env_id, args.eval_episodes, args.eval_epsilon, args.seed, device)
+    return run.finish(global_step, model_and_network(), play, args.eval_epsilon == 0, "games")
 
 
 # ---------------------------------------------------------------- Appendix: the plumbing
@@ -879,6 +788,8 @@ class Run:
         self.returns = deque(self.state["run"]["returns"] if self.state else (), maxlen=100)  # last 100 games' scores
         self.signal, self.training_over = 0, False
         self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # the frame of the train() that made this run: a signal after it raised is not this run's any more
+        self.owner = (id(caller := inspect.currentframe().f_back), caller.f_code)
 
     def read_checkpoint(self, args) -> dict:
         """checkpoint.pt of the run to resume (and the replay memory beside it), or a one-line error."""
@@ -912,8 +823,9 @@ class Run:
         return seed + self.start_step
 
     def log(self, global_step: int, metrics: dict) -> None:
+        """Numbers (or one-element tensors) at one step, to every sink: metrics.csv, TensorBoard, wandb."""
+        metrics = {name: float(value) for name, value in metrics.items()}
         for name, value in metrics.items():
-            value = float(value)
             if not math.isfinite(value):
                 self.stop_nonfinite(f"{name} is {value}", global_step)
             self.csv.writerow([global_step, name, value])
@@ -987,6 +899,12 @@ class Run:
         fail(f"{what} at step {global_step:,}; training stopped, {kept}")
 
     def on_signal(self, signum: int, frame) -> None:
+        while frame is not None and (id(frame), frame.f_code) != self.owner:
+            frame = frame.f_back
+        if frame is None:  # train() raised in a process that goes on (a notebook, a test): put things back
+            self.close()
+            signal.raise_signal(signum)  # and let the handler from before the run take this signal
+            return
         if self.signal:  # the second: stop now (the last checkpoint is whole: it is written atomically)
             os._exit(128 + signum)
         self.signal = signum
@@ -995,6 +913,28 @@ class Run:
             if self.writer:
                 print(f"interrupted in the evaluation, after the final checkpoint of {self.dir}", flush=True)
             raise SystemExit(128 + signum)
+
+    def finish(self, global_step: int, model: dict, play: Callable, deterministic: bool, unit: str) -> str | None:
+        """After training: --save-model writes `model` into the run folder; play(video_dir) plays --eval-episodes
+        games or episodes, their scores logged as eval/episodic_return with a mean line; the run is closed."""
+        if self.writer and self.args["save_model"]:
+            path = os.path.join(self.dir, f"{self.args['exp_name']}.pt")
+            torch.save(model, path)
+            print(f"saved {path}")
+        if self.writer and self.args["eval_episodes"] > 0:
+            video_dir = os.path.join(self.dir, "videos") if self.args["capture_video"] else None
+            scores = play(video_dir=video_dir)
+            for episode_return in scores:
+                self.log(global_step, {"eval/episodic_return": episode_return})
+            report_scores(scores, self.args["env_id"], deterministic, unit)
+            self.log_videos(video_dir)
+        self.close()
+        return self.dir if self.writer else None
+
+    def log_games(self, games: list[tuple[int, float, int]]) -> None:
+        """charts/episodic_return and charts/episodic_length of the games (or episodes) (step, return, length)."""
+        for global_step, episode_return, length in games:
+            self.log(global_step, {"charts/episodic_return": episode_return, "charts/episodic_length": length})
 
     def flush(self) -> None:
         self.csv_file.flush()
@@ -1078,13 +1018,77 @@ def load_file(path: str, mmap: bool = False):
 # --- shared: end ---
 
 
+# --- family atari-appendix: begin ---
+def atari_game(env_id: str) -> tuple[str, float]:
+    """Map a gymnasium Atari id to (ROM name, sticky-action probability), or fail with close matches."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    # NoFrameskip-v4 (frameskip 1) and v5 (frameskip 4) ids; v4 without NoFrameskip skips 2-4 frames at random
+    ids = [
+        i for i, s in gym.registry.items() if s.entry_point == "ale_py.env:AtariEnv" and s.kwargs["frameskip"] in (1, 4)
+    ]
+    if env_id in gym.registry and gym.spec(env_id).entry_point != "ale_py.env:AtariEnv":
+        fail(f"{env_id} is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it ({SCRIPT} plays Atari)")
+    if env_id not in ids:
+        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
+        fail(f"unknown Atari env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    kwargs = gym.spec(env_id).kwargs
+    return kwargs["game"], kwargs["repeat_action_probability"]
+
+
+def make_eval_env(env_id: str, video_dir: str | None = None) -> gym.Env:
+    """One gymnasium env for evaluation whose preprocessing gives the same frames as the training envs, and
+    that can render for video."""
+    atari_game(env_id)  # fails on an unknown id
+    # v5 ids skip frames in the emulator; here the wrapper skips 4 and max-pools, as the vector env does
+    env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_dir else None)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, terminal_on_life_loss=False)
+    env = gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda e: True, name_prefix="eval")
+    return env
+
+
+def start_game(env: gym.Env, seed: int | None) -> tuple[np.ndarray, float]:
+    """A new game, with FIRE pressed at its start where the game has it, as the training envs do: (obs, score)."""
+    obs, _ = env.reset(seed=seed)
+    meanings = env.unwrapped.get_action_meanings()
+    if "FIRE" not in meanings:
+        return np.asarray(obs), 0.0
+    obs, reward, *_ = env.step(meanings.index("FIRE"))
+    return np.asarray(obs), float(reward)
+
+
+class GameScores:
+    """The raw score and length of each env's current game, over all its lives (what papers report; the agent
+    learns from sign(r) and from life losses as episode ends), and the games that end."""
+
+    def __init__(self, lives: np.ndarray):
+        self.lives, self.score, self.length = lives, np.zeros(len(lives)), np.zeros(len(lives), dtype=np.int64)
+
+    def step(self, global_step: int, reward, terminated, truncated, lives) -> tuple[np.ndarray, list]:
+        """After a step of the N envs: which games are over [N], and (step, score, length) of each."""
+        game_over = is_game_over(terminated, truncated, lives, self.lives)
+        self.lives = lives
+        self.score += reward
+        self.length += 1
+        ended = [(global_step, self.score[i], self.length[i]) for i in np.flatnonzero(game_over)]
+        self.score[game_over] = 0
+        self.length[game_over] = 0
+        return game_over, ended
+
+
+# --- family atari-appendix: end ---
+
+
 def parse_args(argv: list[str] | None = None, env_default: str | None = None) -> Args:
-    """Flags -> Args. With --preset der, DER_PRESET replaces the defaults (--help shows them) and the flags are read
-    on top of it, so `--preset der --n-step 10` is DER with n = 10, whatever the order of the flags. env_default: the
+    """Flags -> Args, read by tyro twice: first for --preset (the other flags are read too, --help is left for the
+    second reading), then all of them on top of that preset's defaults, so that `--preset der --n-step 10` is DER
+    with n = 10 whatever the order of the flags, and `--preset der --help` shows DER's defaults. env_default: the
     --env-id when none is given (an evaluated model's own)."""
-    argv = sys.argv[1:] if argv is None else argv
-    der = "--preset=der" in argv or ("--preset", "der") in zip(argv, argv[1:], strict=False)
-    default = dataclasses.replace(Args(), preset="der", **DER_PRESET) if der else Args()
+    first, _ = tyro.cli(Args, args=argv, return_unknown_args=True, add_help=False)
+    default = dataclasses.replace(Args(), preset="der", **DER_PRESET) if first.preset == "der" else Args()
     args = tyro.cli(Args, args=argv, default=dataclasses.replace(default, env_id=env_default or default.env_id))
     if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
         args = tyro.cli(Args, args=argv, default=resume_defaults(args))
@@ -1094,6 +1098,61 @@ def parse_args(argv: list[str] | None = None, env_default: str | None = None) ->
 def own_storage(t: torch.Tensor) -> torch.Tensor:
     """t in a storage of its own size (torch.save writes a view's whole storage), without a copy on the CPU."""
     return torch.from_numpy(t.numpy()) if t.device.type == "cpu" else t.cpu()
+
+
+# --- family replay-checkpoint: begin ---
+def training_state(model: dict, target_net, optimizer, updates: int, rng, memory: ReplayMemory, args: Args) -> dict:
+    """checkpoint.pt's part of the training (the run adds its own): everything the loop needs to go on."""
+    state = model | {"target": target_net.state_dict(), "optimizer": optimizer.state_dict(), "updates": updates}
+    state["exploration_rng"] = rng.bit_generator.state
+    return state | ({"replay": replay_state(memory)} if args.checkpoint_replay else {})
+
+
+def resume(run: Run, q_net, target_net, optimizer, rng, memory: ReplayMemory, obs, args: Args) -> tuple[int, int, int]:
+    """The step, the update count and the step learning starts at; with --resume, also the networks, optimizer,
+    generators and replay memory as the checkpoint holds them (without a saved memory, it fills again first)."""
+    if (state := run.resume()) is None:
+        memory.reset(obs)
+        return 0, 0, args.learning_starts
+    q_net.load_state_dict(state["model"])
+    target_net.load_state_dict(state["target"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = state["exploration_rng"]
+    if "replay" not in state:  # no replay memory saved: fill it again before learning goes on
+        memory.reset(obs)
+        return state["global_step"], state["updates"], state["global_step"] + args.learning_starts
+    load_replay_state(memory, state.pop("replay"))
+    restart_games(memory, obs)
+    return state["global_step"], state["updates"], args.learning_starts
+
+
+# --- family replay-checkpoint: end ---
+
+
+REPLAY_FIELDS = ("actions", "rewards", "terminations", "history", "last", "cur", "filled", "max_priority")
+
+
+def replay_state(memory: ReplayMemory) -> dict:
+    """All that is written, for a checkpoint: each env's frames up to its filled slots, the small fields, the
+    priorities (the sum tree)."""
+    frames = [own_storage(memory.frames[e * memory.slots :][:n]) for e, n in enumerate(memory.filled.tolist())]
+    fields = {name: getattr(memory, name) for name in REPLAY_FIELDS}
+    return {"frames": frames, "tree": memory.tree.nodes} | fields
+
+
+def load_replay_state(memory: ReplayMemory, state: dict) -> None:
+    for e, frames in enumerate(state["frames"]):  # from a memory-mapped file: read as they are copied
+        memory.frames[e * memory.slots :][: len(frames)] = frames
+    memory.tree.nodes.copy_(state["tree"])
+    for name in REPLAY_FIELDS:
+        getattr(memory, name).copy_(state[name])
+
+
+def restart_games(memory: ReplayMemory, obs: np.ndarray) -> None:
+    """On resuming: each env's game in progress ends at its current slot, marked `last` (as a truncation whose
+    final observation is there), and the envs' new games start after it."""
+    memory.last[memory.env_ids, memory.cur] = True
+    memory.reset(obs)
 
 
 def available_memory(device: torch.device) -> tuple[int | None, str]:
@@ -1187,23 +1246,14 @@ def load_checkpoint(path: str, device: torch.device) -> tuple[RainbowNetwork, st
 def evaluate(q_net, env_id: str, episodes: int, epsilon: float, seed: int, device, video_dir: str | None = None):
     """Play whole games (all lives, raw score) epsilon-greedily on the mean network (noise off), on a single
     gymnasium env whose preprocessing gives the same frames as the training envs (and can render for video)."""
-    atari_game(env_id)  # fails on an unknown id
     q_net.eval()  # 6. noisy layers use their mean weights mu
-    # v5 ids skip frames in the emulator; here the wrapper skips 4 and max-pools, as the vector env does
-    env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_dir else None)
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, terminal_on_life_loss=False)
-    env = gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
-    if video_dir:
-        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda e: True, name_prefix="eval")
-    meanings = env.unwrapped.get_action_meanings()
+    env = make_eval_env(env_id, video_dir)
     check_fits(q_net, env, env_id)
     rng = np.random.default_rng(seed)
     games = Games(episodes)
     for episode in range(episodes):
-        obs, _ = env.reset(seed=seed if episode == 0 else None)
-        episode_return, episode_over = 0.0, False
-        if "FIRE" in meanings:  # the training envs press FIRE at reset too
-            obs, episode_return, *_ = env.step(meanings.index("FIRE"))
+        obs, episode_return = start_game(env, seed if episode == 0 else None)
+        episode_over = False
         while not episode_over:
             action = epsilon_greedy(q_net, np.asarray(obs)[None], epsilon, rng, device)[0]
             obs, reward, terminated, truncated, _ = env.step(action)
@@ -1212,6 +1262,7 @@ def evaluate(q_net, env_id: str, episodes: int, epsilon: float, seed: int, devic
             games.step(episode_return)
         games.done(episode_return)
     env.close()
+    q_net.train()
     return games.scores
 
 

@@ -36,6 +36,7 @@ Deliberate departures from the paper (all as sb3-contrib's TRPO, so that results
 
 import csv
 import difflib
+import inspect
 import json
 import math
 import os
@@ -128,40 +129,33 @@ class Args:
     """divide rewards by the running std of the discounted return (the RL Zoo's MuJoCo setup)"""
 
 
-def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """N copies in one process. SameStep autoreset (as Stable-Baselines3's VecEnv): an episode's end returns
-    the next episode's first observation at once (the last one is in info["final_obs"]), so every step
-    returned is a real transition."""
-    return gym.make_vec(
-        env_id,
-        num_envs,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-    )
+# --- family policy-gradient: begin ---
+def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.VectorEnv:
+    """N copies in one process, their action space seeded. SameStep autoreset (as Stable-Baselines3's VecEnv): an
+    episode's end returns the next episode's first observation at once (the last one is in info["final_obs"]),
+    so every step returned is a real transition."""
+    autoreset = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+    envs = gym.make_vec(env_id, num_envs, vectorization_mode="sync", vector_kwargs=autoreset)
+    envs.action_space.seed(seed)
+    return envs
 
 
-class RunningMeanStd(nn.Module):
-    """Mean and variance of everything seen so far, merged batch by batch (Chan et al. 1979's parallel
-    algorithm); buffers, so that they are saved with the model."""
-
-    def __init__(self, shape: tuple[int, ...] = ()):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(shape))
-        self.register_buffer("var", torch.ones(shape))
-        self.register_buffer("count", torch.tensor(0.0))
-
-    def update(self, x: torch.Tensor) -> None:
-        """x [B, *shape]: mean <- mean + delta n / (m + n), M2 <- M2 + M2_x + delta^2 m n / (m + n)."""
-        x = x.reshape(-1, *self.mean.shape)
-        n, batch_mean, batch_var = x.shape[0], x.mean(0), x.var(0, unbiased=False)
-        total = self.count + n
-        delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
-        self.mean += delta * n / total
-        self.var.copy_(m2 / total)
-        self.count.copy_(total)
+def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
 
+def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi_theta(a|s) = -sum_i [ (a_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + log(2 pi) / 2 ], [B].
+    `actions` are the sampled ones, before any clipping to the env's bounds: the clip is the env's."""
+    z = (actions - mean) / log_std.exp()
+    return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
+
+
+# --- family policy-gradient: end ---
+
+
+# --- family policy-agent: begin ---
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2)) -> nn.Linear:
     # impl detail: orthogonal weights, zero bias (Huang et al. 2022, "37 implementation details", detail 2; SB3)
     nn.init.orthogonal_(layer.weight, std)
@@ -231,23 +225,6 @@ class Agent(nn.Module):
         return gaussian_kl(old_out, old_log_std, out, self.log_std).mean()
 
 
-# --- family log-probabilities: begin ---
-def categorical_logprob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """log pi_theta(a|s) = z_a - log sum_b exp z_b, for logits z [B, A] and actions [B]."""
-    return torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-
-
-def gaussian_logprob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log pi_theta(a|s) = -sum_i [ (a_i - mu_i)^2 / (2 sigma_i^2) + log sigma_i + log(2 pi) / 2 ], [B].
-    `actions` are the sampled ones, before any clipping to the env's bounds: the clip is the env's."""
-    z = (actions - mean) / log_std.exp()
-    return -(0.5 * z**2 + log_std + 0.5 * np.log(2 * np.pi)).sum(-1)
-
-
-# --- family log-probabilities: end ---
-
-
-# --- family kl: begin ---
 def categorical_kl(old_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """D_KL(p || q) = sum_a p(a) log(p(a) / q(a)) per state [B], for p = softmax(old_logits), q = softmax(logits)."""
     old_logp, logp = torch.log_softmax(old_logits, dim=-1), torch.log_softmax(logits, dim=-1)
@@ -261,7 +238,7 @@ def gaussian_kl(old_mean, old_log_std, mean, log_std) -> torch.Tensor:
     return (log_std - old_log_std + (old_var + (old_mean - mean) ** 2) / (2 * var) - 0.5).sum(-1)
 
 
-# --- family kl: end ---
+# --- family policy-agent: end ---
 
 
 def gae(rewards, values, next_values, terminations, truncations, gamma: float, gae_lambda: float) -> torch.Tensor:
@@ -284,28 +261,24 @@ def gae(rewards, values, next_values, terminations, truncations, gamma: float, g
     return advantages
 
 
-# --- family flat-grad: begin ---
+# --- family fisher: begin ---
 def flat_grad(y: torch.Tensor, params: list, **kwargs) -> torch.Tensor:
     """dy/dtheta as one vector [P], in the order of params."""
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(y, params, **kwargs)])
 
 
-# --- family flat-grad: end ---
-
-
 def fisher_vector_product(kl_grad: torch.Tensor, params: list, v: torch.Tensor, damping: float) -> torch.Tensor:
-    """(F + damping I) v without forming F: F is the Hessian of the mean KL at theta = theta_old,
+    """(F + lambda I) v, without forming F: F is the Hessian of the mean KL at theta = theta_old,
 
         F v = grad_theta( grad_theta D_KL(pi_old || pi_theta)^T v )        (double backprop)
 
     kl_grad = grad_theta D_KL, built with create_graph=True. Why the Hessian is F: D_KL(pi_old || pi_theta)
     = E_{a ~ pi_old}[log pi_old - log pi_theta] is 0 and minimal at theta_old, so its gradient vanishes
-    and its Hessian is E[-grad^2 log pi_theta] = E[grad log pi grad log pi^T] (natural_pg.py tests this).
+    and its Hessian is E[-grad^2 log pi_theta] = E[grad log pi grad log pi^T] (the second Bartlett identity).
     """
     return flat_grad(kl_grad @ v, params, retain_graph=True) + damping * v
 
 
-# --- family conjugate-gradient: begin ---
 def conjugate_gradient(Av: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int) -> torch.Tensor:
     """x ~ A^{-1} b for a symmetric positive definite A known only through v -> A v (Hestenes & Stiefel 1952;
     Nocedal & Wright, Algorithm 5.2), starting from x = 0:
@@ -327,34 +300,26 @@ def conjugate_gradient(Av: Callable[[torch.Tensor], torch.Tensor], b: torch.Tens
     return x
 
 
-# --- family conjugate-gradient: end ---
+# --- family fisher: end ---
 
 
-def line_search(
-    surrogate_and_kl: Callable[[torch.Tensor], tuple[float, float]],
-    theta_old: torch.Tensor,
-    full_step: torch.Tensor,
-    surrogate_old: float,
-    max_kl: float,
-    backtrack_coef: float,
-    backtrack_iters: int,
-) -> tuple[torch.Tensor, int, float, float]:
-    """Backtracking line search (TRPO paper, Appendix C): try theta = theta_old + alpha^j full_step for
-    j = 0, 1, ..., backtrack_iters - 1 and accept the first with
+def line_search(evaluate_at, theta_old, full_step, surrogate_old: float, max_kl: float, coef: float, iters: int):
+    """Backtracking line search (TRPO paper, Appendix C): try theta = theta_old + alpha^j full_step (alpha = coef)
+    for j = 0, 1, ..., iters - 1 and accept the first with
 
         KL(theta) <= delta   and   L(theta) > L(theta_old)                 (both measured, not modelled)
 
-    surrogate_and_kl(theta) gives (L(theta), KL(theta)). Returns (theta, j, KL, L) for the accepted step, or
-    (theta_old, backtrack_iters, 0, L(theta_old)) when no try is accepted: the update is skipped.
+    evaluate_at(theta) gives (L(theta), KL(theta)). Returns (theta, j, KL, L) for the accepted step, or
+    (theta_old, iters, 0, L(theta_old)) when no try is accepted: the update is skipped.
     """
-    for j in range(backtrack_iters):
-        theta = theta_old + backtrack_coef**j * full_step
-        surrogate, kl = surrogate_and_kl(theta)
+    for j in range(iters):
+        theta = theta_old + coef**j * full_step
+        surrogate, kl = evaluate_at(theta)
         # deviation: any improvement of L passes (sb3-contrib, Spinning Up); the paper's code asked for 10% of
         # the improvement the linear model predicted. A NaN from a wild step fails both tests.
         if kl <= max_kl and surrogate > surrogate_old:
             return theta, j, kl, surrogate
-    return theta_old, backtrack_iters, 0.0, surrogate_old
+    return theta_old, iters, 0.0, surrogate_old
 
 
 def surrogate_and_kl(agent: Agent, obs, actions, advantages, old_logprob, old_out, old_log_std):
@@ -392,28 +357,23 @@ def update_policy(agent: Agent, obs, actions, advantages, args: Args) -> dict[st
     # with the damped F + damping I that u solved
     full_step = torch.sqrt(2 * args.max_kl / (u @ fvp(u))) * u
 
-    def set_and_evaluate(theta: torch.Tensor) -> tuple[float, float]:
+    def evaluate_at(theta: torch.Tensor) -> tuple[float, float]:
         nn.utils.vector_to_parameters(theta, policy_params)
         surrogate, kl = surrogate_and_kl(agent, *batch)
         return surrogate.item(), kl.item()
 
     with torch.no_grad():
         theta_old = nn.utils.parameters_to_vector(policy_params).clone()
+        L_old = surrogate_old.item()
         theta, backtracks, kl_reached, surrogate_new = line_search(
-            set_and_evaluate,
-            theta_old,
-            full_step,
-            surrogate_old.item(),
-            args.max_kl,
-            args.backtrack_coef,
-            args.backtrack_iters,
+            evaluate_at, theta_old, full_step, L_old, args.max_kl, args.backtrack_coef, args.backtrack_iters
         )
         nn.utils.vector_to_parameters(theta, policy_params)
     return {
         "losses/kl": kl_reached,
         "losses/backtracks": backtracks,
         "losses/step_accepted": float(backtracks < args.backtrack_iters),
-        "losses/surrogate_gain": surrogate_new - surrogate_old.item(),
+        "losses/surrogate_gain": surrogate_new - L_old,
         "losses/entropy": entropy.mean().item(),
     }
 
@@ -421,47 +381,32 @@ def update_policy(agent: Agent, obs, actions, advantages, args: Args) -> dict[st
 def train(args: Args) -> str:
     """Collect num_steps x num_envs steps with pi_theta, estimate A by GAE, take one TRPO step, fit V to the
     lambda-returns; repeat until total_timesteps. Returns the run folder."""
-    env = check_args(args)
-    obs_dim, action_space = env.observation_space.shape[0], env.action_space
-    env.close()
+    obs_dim, action_dim, discrete = check_args(args)  # the sizes of the env's observations and actions
     seed_everything(args.seed, args.torch_deterministic)
     device = pick_device(args.cuda)
-    # a 64-unit MLP on a few envs is too little work to split between threads: on this repo's 2-core
-    # CI machine, busy, two threads ran 30x slower than one (measured for reinforce.py: 60 vs 2,000 SPS)
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # a 64-unit MLP: 2 threads ran 30x slower than 1 (reinforce.py, busy 2-core CPU)
     T, N = args.num_steps, args.num_envs
     num_updates = args.total_timesteps // (T * N)
     run = Run(args, num_updates * T * N)
 
-    envs = make_envs(args.env_id, N)
-    envs.action_space.seed(args.seed)
-    discrete = isinstance(action_space, gym.spaces.Discrete)
-    action_dim = int(action_space.n) if discrete else action_space.shape[0]
-    meta = {"env_id": args.env_id, "obs_dim": obs_dim, "action_dim": action_dim, "discrete": discrete}
+    envs = make_envs(args.env_id, N, args.seed)
     agent = Agent(obs_dim, action_dim, discrete, args.normalize_obs).to(device)
     # impl detail: Adam eps 1e-5 (SB3's on-policy default; Huang et al. 2022, detail 3)
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, eps=1e-5)
-    return_rms = RunningMeanStd().to(device)  # of the discounted return, for --normalize-reward
+    reward_normalizer = RewardNormalizer(N, args.gamma, device)  # for --normalize-reward (in the appendix)
 
     # Rollout storage (numpy: filled one step at a time, turned into tensors once per batch)
     obs = np.zeros((T, N, obs_dim), dtype=np.float32)
+    action_space = envs.single_action_space
     actions = np.zeros((T, N, *action_space.shape), dtype=np.int64 if discrete else np.float32)
-    rewards, terminations, truncations, returns_seen = (np.zeros((T, N), dtype=np.float32) for _ in range(4))
+    rewards, terminations, truncations = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
     next_obs, _ = envs.reset(seed=run.env_seed(args.seed))  # sub-env i gets seed + i
     episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-    running_return = np.zeros(N)  # discounted, for --normalize-reward
     as_tensor = partial(torch.as_tensor, dtype=torch.float32, device=device)
-    global_step = 0
 
-    def checkpoint() -> dict:  # everything the loop needs to go on (the envs restart their episodes)
-        model = {"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}
-        return model | {"value_optimizer": value_optimizer.state_dict(), "return_rms": return_rms.state_dict()}
-
-    if (state := run.resume()) is not None:
-        agent.load_state_dict(state["model"])
-        value_optimizer.load_state_dict(state["value_optimizer"])
-        return_rms.load_state_dict(state["return_rms"])
-        global_step = state["global_step"]
+    parts = dict(model=agent, value_optimizer=value_optimizer, return_rms=reward_normalizer.rms)  # in a checkpoint
+    checkpoint = lambda: model_file(agent, args.env_id) | {name: part.state_dict() for name, part in parts.items()}
+    global_step = resume(run, parts)  # 0 for a new run
     for _update in range(global_step // (T * N), num_updates):
         # ---- act and observe: T steps in each of the N envs with pi_theta_old; episodes run on across batches ----
         final_obs = {}  # (t, i) -> the last observation of an episode the time limit cut
@@ -477,26 +422,19 @@ def train(args: Args) -> str:
                 for i in np.flatnonzero(truncations[t] * (1 - terminations[t])):
                     final_obs[(t, i)] = info["final_obs"][i]
                 if args.normalize_reward:
-                    running_return = running_return * args.gamma + rewards[t]
-                    returns_seen[t] = running_return
-                    running_return[episode_over] = 0.0
+                    reward_normalizer.observe(rewards[t], episode_over)
                 episode_return += rewards[t]
                 episode_length += 1
-                for i in np.flatnonzero(episode_over):
-                    run.log(
-                        global_step,
-                        {"charts/episodic_return": episode_return[i], "charts/episodic_length": episode_length[i]},
-                    )
+                run.log_games(
+                    [(global_step, episode_return[i], episode_length[i]) for i in np.flatnonzero(episode_over)]
+                )
                 episode_return[episode_over], episode_length[episode_over] = 0, 0
 
             # ---- advantages: reward-to-go minus the baseline V, by GAE(lambda) ----
             obs_t, rewards_t = as_tensor(obs), as_tensor(rewards)
             terminations_t, truncations_t = as_tensor(terminations), as_tensor(truncations)
-            if args.normalize_reward:
-                # impl detail: r / std of the running discounted return, clipped to +-10 (SB3's VecNormalize,
-                # which merges the statistics every step; here once per batch, as the observations')
-                return_rms.update(as_tensor(returns_seen))
-                rewards_t = (rewards_t / torch.sqrt(return_rms.var + 1e-8)).clamp(-10.0, 10.0)
+            if args.normalize_reward:  # impl detail: r / std of the discounted return, clipped (SB3's VecNormalize)
+                rewards_t = reward_normalizer(rewards_t)
             values = agent.value(obs_t)  # [T, N]
             # V(s'_t): the next row of values, V of the last observation where the time limit cut the episode
             next_values = torch.cat([values[1:], agent.value(as_tensor(next_obs)).unsqueeze(0)])
@@ -531,25 +469,13 @@ def train(args: Args) -> str:
         explained_var = 1 - (b_returns - b_values).var() / b_returns.var().clamp(min=1e-8)
         stats |= {"losses/value_loss": v_loss.item(), "losses/explained_variance": explained_var.item()}
         if args.normalize_reward:
-            stats["charts/return_std"] = return_rms.var.sqrt().item()
+            stats["charts/return_std"] = reward_normalizer.rms.var.sqrt().item()
         run.log(global_step, stats | {"charts/SPS": run.sps(global_step)})
         run.step_done(global_step, checkpoint)
     envs.close()
     run.step_done(global_step, checkpoint, final=True)
-
-    if args.save_model:
-        path = os.path.join(run.dir, f"{args.exp_name}.pt")
-        torch.save({"model": agent.state_dict(), "normalize_obs": args.normalize_obs, **meta}, path)
-        print(f"saved {path}")
-    if args.eval_episodes > 0:
-        video_dir = os.path.join(run.dir, "videos") if args.capture_video else None
-        scores = evaluate(agent, args.env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
-        for episode_return in scores:
-            run.log(global_step, {"eval/episodic_return": episode_return})
-        report_scores(scores, args.env_id, args.eval_deterministic, "episodes")
-        run.log_videos(video_dir)
-    run.close()
-    return run.dir
+    play = partial(evaluate, agent, args.env_id, args.eval_episodes, args.seed, device, args.eval_deterministic)
+    return run.finish(global_step, model_file(agent, args.env_id), play, args.eval_deterministic, "episodes")
 
 
 # ---------------------------------------------------------------- Appendix: the plumbing
@@ -731,6 +657,8 @@ class Run:
         self.returns = deque(self.state["run"]["returns"] if self.state else (), maxlen=100)  # last 100 games' scores
         self.signal, self.training_over = 0, False
         self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # the frame of the train() that made this run: a signal after it raised is not this run's any more
+        self.owner = (id(caller := inspect.currentframe().f_back), caller.f_code)
 
     def read_checkpoint(self, args) -> dict:
         """checkpoint.pt of the run to resume (and the replay memory beside it), or a one-line error."""
@@ -764,8 +692,9 @@ class Run:
         return seed + self.start_step
 
     def log(self, global_step: int, metrics: dict) -> None:
+        """Numbers (or one-element tensors) at one step, to every sink: metrics.csv, TensorBoard, wandb."""
+        metrics = {name: float(value) for name, value in metrics.items()}
         for name, value in metrics.items():
-            value = float(value)
             if not math.isfinite(value):
                 self.stop_nonfinite(f"{name} is {value}", global_step)
             self.csv.writerow([global_step, name, value])
@@ -839,6 +768,12 @@ class Run:
         fail(f"{what} at step {global_step:,}; training stopped, {kept}")
 
     def on_signal(self, signum: int, frame) -> None:
+        while frame is not None and (id(frame), frame.f_code) != self.owner:
+            frame = frame.f_back
+        if frame is None:  # train() raised in a process that goes on (a notebook, a test): put things back
+            self.close()
+            signal.raise_signal(signum)  # and let the handler from before the run take this signal
+            return
         if self.signal:  # the second: stop now (the last checkpoint is whole: it is written atomically)
             os._exit(128 + signum)
         self.signal = signum
@@ -847,6 +782,28 @@ class Run:
             if self.writer:
                 print(f"interrupted in the evaluation, after the final checkpoint of {self.dir}", flush=True)
             raise SystemExit(128 + signum)
+
+    def finish(self, global_step: int, model: dict, play: Callable, deterministic: bool, unit: str) -> str | None:
+        """After training: --save-model writes `model` into the run folder; play(video_dir) plays --eval-episodes
+        games or episodes, their scores logged as eval/episodic_return with a mean line; the run is closed."""
+        if self.writer and self.args["save_model"]:
+            path = os.path.join(self.dir, f"{self.args['exp_name']}.pt")
+            torch.save(model, path)
+            print(f"saved {path}")
+        if self.writer and self.args["eval_episodes"] > 0:
+            video_dir = os.path.join(self.dir, "videos") if self.args["capture_video"] else None
+            scores = play(video_dir=video_dir)
+            for episode_return in scores:
+                self.log(global_step, {"eval/episodic_return": episode_return})
+            report_scores(scores, self.args["env_id"], deterministic, unit)
+            self.log_videos(video_dir)
+        self.close()
+        return self.dir if self.writer else None
+
+    def log_games(self, games: list[tuple[int, float, int]]) -> None:
+        """charts/episodic_return and charts/episodic_length of the games (or episodes) (step, return, length)."""
+        for global_step, episode_return, length in games:
+            self.log(global_step, {"charts/episodic_return": episode_return, "charts/episodic_length": length})
 
     def flush(self) -> None:
         self.csv_file.flush()
@@ -930,6 +887,7 @@ def load_file(path: str, mmap: bool = False):
 # --- shared: end ---
 
 
+# --- family classic-appendix: begin ---
 def check_env(env_id: str, render: bool = False) -> gym.Env:
     """Make one env, or fail in one line: an unknown id (with close matches), a missing dependency
     (MuJoCo envs need gymnasium[mujoco]), or spaces this script has no policy for."""
@@ -956,44 +914,58 @@ def check_env(env_id: str, render: bool = False) -> gym.Env:
         fail(why)
     obs_space, action_space = env.observation_space, env.action_space
     if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
-        fail(f"{env_id} has observation space {obs_space}; trpo.py needs a flat Box (a vector)")
+        fail(f"{env_id} has observation space {obs_space}; {SCRIPT} needs a flat Box (a vector)")
     if not (isinstance(action_space, gym.spaces.Discrete) or (type(action_space) is gym.spaces.Box)):
         fail(
-            f"{env_id} has action space {type(action_space).__name__}; trpo.py handles Discrete "
+            f"{env_id} has action space {type(action_space).__name__}; {SCRIPT} handles Discrete "
             "(categorical policy) and Box (Gaussian policy)"
         )
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) != 1:
-        fail(f"{env_id} has action space {action_space}; trpo.py needs a flat Box (a vector)")
+        fail(f"{env_id} has action space {action_space}; {SCRIPT} needs a flat Box (a vector)")
     return env
 
 
-def check_args(args: Args) -> gym.Env:
-    """Fail on bad input before anything is allocated; return one env to read the spaces from."""
-    check_common(args)
-    for name in ("total_timesteps", "num_envs", "num_steps", "cg_iters", "backtrack_iters", "vf_epochs"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.vf_minibatch_size <= 0:
-        fail(f"--vf-minibatch-size must be positive, got {args.vf_minibatch_size}")
-    if args.eval_episodes < 0:
-        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
-    batch_size = args.num_envs * args.num_steps
-    if batch_size < 2:
-        fail("a batch needs at least 2 steps (--num-envs x --num-steps)")
-    if args.total_timesteps < batch_size:
-        fail(
-            f"--total-timesteps {args.total_timesteps} is less than one batch ({batch_size} = --num-envs "
-            f"{args.num_envs} x --num-steps {args.num_steps}); raise it"
-        )
-    if not args.max_kl > 0:
-        fail(f"--max-kl must be positive (delta, the bound on the KL), got {args.max_kl}")
-    if not args.damping >= 0:
-        fail(f"--damping must be 0 or more, got {args.damping}")
-    if not 0 < args.backtrack_coef < 1:
-        fail(f"--backtrack-coef must be between 0 and 1 (the step shrinks), got {args.backtrack_coef}")
-    if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1 and args.vf_learning_rate > 0):
-        fail("need 0 < --gamma <= 1, 0 <= --gae-lambda <= 1 and --vf-learning-rate > 0")
-    return check_env(args.env_id, render=args.capture_video and args.eval_episodes > 0)
+class RunningMeanStd(nn.Module):
+    """Mean and variance of everything seen so far, merged batch by batch (Chan et al. 1979's parallel
+    algorithm); buffers, so that they are saved with the model."""
+
+    def __init__(self, shape: tuple[int, ...] = ()):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("var", torch.ones(shape))
+        self.register_buffer("count", torch.tensor(0.0))
+
+    def update(self, x: torch.Tensor) -> None:
+        """x [B, *shape]: mean <- mean + delta n / (m + n), M2 <- M2 + M2_x + delta^2 m n / (m + n)."""
+        x = x.reshape(-1, *self.mean.shape)
+        n, batch_mean, batch_var = x.shape[0], x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+
+def model_file(agent: "Agent", env_id: str) -> dict:
+    """What --save-model writes (and a checkpoint holds): the weights with the observation statistics, and what
+    rebuilds the network."""
+    sizes = {"obs_dim": agent.actor[0].in_features, "action_dim": agent.actor[-1].out_features}
+    return (
+        {"model": agent.state_dict(), "env_id": env_id, "discrete": agent.discrete}
+        | sizes
+        | {"normalize_obs": agent.normalize_obs}
+    )
+
+
+def resume(run: Run, parts: dict) -> int:
+    """With --resume: each part (network, optimizer, statistics) as the checkpoint holds it, and the checkpoint's
+    step; 0 for a new run."""
+    if (state := run.resume()) is None:
+        return 0
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    return state["global_step"]
 
 
 CHECKPOINT_KEYS = {"model", "env_id", "obs_dim", "action_dim", "discrete", "normalize_obs"}
@@ -1001,19 +973,16 @@ CHECKPOINT_KEYS = {"model", "env_id", "obs_dim", "action_dim", "discrete", "norm
 
 def load_checkpoint(path: str, device: torch.device) -> tuple[Agent, str]:
     """Load a model saved by --save-model, safely (weights_only: tensors and plain values, no code)."""
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a missing, truncated or foreign file: say which and why in one line
-        fail(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    checkpoint = load_file(path)
     if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys():
-        fail(f"{path} is not a trpo.py checkpoint (expected keys {', '.join(sorted(CHECKPOINT_KEYS))})")
+        fail(f"{path} is not a {SCRIPT} checkpoint (expected keys {', '.join(sorted(CHECKPOINT_KEYS))})")
     c = checkpoint
-    agent = Agent(c["obs_dim"], c["action_dim"], c["discrete"], c["normalize_obs"]).to(device)
+    agent = Agent(c["obs_dim"], c["action_dim"], c["discrete"], c["normalize_obs"])
     try:
         agent.load_state_dict(c["model"])
     except RuntimeError as e:
-        fail(f"checkpoint {path} does not fit trpo.py's network: {str(e).splitlines()[1].strip()}")
-    return agent, c["env_id"]
+        fail(f"checkpoint {path} does not fit {SCRIPT}'s network: {str(e).splitlines()[1].strip()}")
+    return agent.to(device), c["env_id"]
 
 
 def evaluate(
@@ -1022,8 +991,8 @@ def evaluate(
     episodes: int,
     seed: int,
     device: torch.device,
-    video_dir: str | None = None,
     deterministic: bool = False,
+    video_dir: str | None = None,
 ):
     """Play whole episodes with pi_theta's actions (sampled, or its mode: argmax or the Gaussian's mean), clipped
     to the bounds for Box actions, observations normalized by the statistics saved with the model."""
@@ -1067,6 +1036,63 @@ def check_fits(agent: Agent, env: gym.Env, env_id: str) -> None:
         )
 
 
+# --- family classic-appendix: end ---
+
+
+class RewardNormalizer:
+    """--normalize-reward, as Stable-Baselines3's VecNormalize: r / sqrt(Var[R] + 1e-8), clipped to +-10, where R is
+    each env's running discounted return, R <- gamma R + r, back to 0 at an episode's end; the variance is merged
+    once per batch (SB3 merges it every step), as the observations' statistics."""
+
+    def __init__(self, num_envs: int, gamma: float, device: torch.device):
+        self.rms, self.gamma = RunningMeanStd().to(device), gamma
+        self.running, self.seen = np.zeros(num_envs), []
+
+    def observe(self, rewards: np.ndarray, episode_over: np.ndarray) -> None:
+        self.running = self.running * self.gamma + rewards
+        self.seen.append(self.running.astype(np.float32))
+        self.running[episode_over] = 0.0
+
+    def __call__(self, rewards: torch.Tensor) -> torch.Tensor:
+        """The batch's rewards [T, N], scaled, after the batch's returns are merged into the statistics."""
+        self.rms.update(torch.as_tensor(np.array(self.seen), device=rewards.device))
+        self.seen = []
+        return (rewards / torch.sqrt(self.rms.var + 1e-8)).clamp(-10.0, 10.0)
+
+
+def check_args(args: Args) -> tuple[int, int, bool]:
+    """Fail on bad input before anything is allocated; return the env's sizes: observation, action, and whether
+    the actions are discrete (action: their count) or not (action: the vector's size)."""
+    check_common(args)
+    for name in ("total_timesteps", "num_envs", "num_steps", "cg_iters", "backtrack_iters", "vf_epochs"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.vf_minibatch_size <= 0:
+        fail(f"--vf-minibatch-size must be positive, got {args.vf_minibatch_size}")
+    if args.eval_episodes < 0:
+        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size < 2:
+        fail("a batch needs at least 2 steps (--num-envs x --num-steps)")
+    if args.total_timesteps < batch_size:
+        fail(
+            f"--total-timesteps {args.total_timesteps} is less than one batch ({batch_size} = --num-envs "
+            f"{args.num_envs} x --num-steps {args.num_steps}); raise it"
+        )
+    if not args.max_kl > 0:
+        fail(f"--max-kl must be positive (delta, the bound on the KL), got {args.max_kl}")
+    if not args.damping >= 0:
+        fail(f"--damping must be 0 or more, got {args.damping}")
+    if not 0 < args.backtrack_coef < 1:
+        fail(f"--backtrack-coef must be between 0 and 1 (the step shrinks), got {args.backtrack_coef}")
+    if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1 and args.vf_learning_rate > 0):
+        fail("need 0 < --gamma <= 1, 0 <= --gae-lambda <= 1 and --vf-learning-rate > 0")
+    env = check_env(args.env_id, render=args.capture_video and args.eval_episodes > 0)
+    env.close()
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    return env.observation_space.shape[0], int(env.action_space.n) if discrete else env.action_space.shape[0], discrete
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
@@ -1081,7 +1107,7 @@ if __name__ == "__main__":
         check_fits(agent, check_env(env_id), env_id)  # before a folder is made for the evaluation
         folder = eval_folder(args.eval_checkpoint)
         video_dir = os.path.join(folder, "videos") if args.capture_video else None
-        scores = evaluate(agent, env_id, args.eval_episodes, args.seed, device, video_dir, args.eval_deterministic)
+        scores = evaluate(agent, env_id, args.eval_episodes, args.seed, device, args.eval_deterministic, video_dir)
         report_scores(scores, env_id, args.eval_deterministic, "episodes", folder)
     else:
         train(args)

@@ -116,13 +116,13 @@ def test_resume_restores_everything_the_checkpoint_holds(in_tmp, monkeypatch, na
     module = script(name)
     at_resume = {}
     if hasattr(module, "ReplayMemory"):
-        restart = module.ReplayMemory.restart
+        restart_games = module.restart_games
 
         def spy(memory, obs):
-            at_resume["replay"] = copy.deepcopy(memory.state_dict())
-            restart(memory, obs)
+            at_resume["replay"] = copy.deepcopy(module.replay_state(memory))
+            restart_games(memory, obs)
 
-        monkeypatch.setattr(module.ReplayMemory, "restart", spy)
+        monkeypatch.setattr(module, "restart_games", spy)
     assert train(name, resume=run_dir) == run_dir
     again = load_state(run_dir)
     assert saved["args"].pop("resume") is None and again["args"].pop("resume") == run_dir

@@ -358,7 +358,7 @@ def test_box_env_with_normalized_observations_saves_and_evaluates(in_tmp, fisher
     kls = values_of(run_dir, "losses/kl")
     assert len(kls) == 2 and all(0.5 * 0.01 < kl < 2 * 0.01 for kl in kls), kls  # 2 x 200-step episodes per update
     agent, env_id = npg.load_checkpoint(os.path.join(run_dir, "natural_pg.pt"), torch.device("cpu"))
-    assert env_id == "Pendulum-v1" and agent.normalize_obs and agent.obs_count.item() == 800
+    assert env_id == "Pendulum-v1" and agent.normalize_obs and agent.obs_rms.count.item() == 800
 
 
 def test_exact_and_cg_fisher_take_nearly_the_same_first_step(in_tmp):

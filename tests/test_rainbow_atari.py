@@ -410,6 +410,18 @@ def test_der_preset_sets_the_defaults_and_explicit_flags_win():
         assert args.n_step == 5 and args.train_frequency == 1 and args.sigma0 == 0.1
 
 
+@pytest.mark.parametrize(
+    "argv,n_step", [(["--help"], 3), (["--preset", "der", "--help"], 20), (["-h", "--preset=der"], 20)]
+)
+def test_help_shows_the_defaults_of_the_preset_given(argv, n_step):
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "rainbow_atari.py"), *argv], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    n_step_help = " ".join(out.stdout.split("--n-step", 1)[1].split("--", 1)[0].replace("│", " ").split())
+    assert f"(default: {n_step})" in n_step_help
+
+
 def test_memory_check_refuses_with_numbers_and_a_size_that_fits(monkeypatch):
     args = rb.Args(buffer_size=1_000_000)
     monkeypatch.setattr(rb, "available_memory", lambda device: (2**30 + 5 * 10**9, "available (MemAvailable)"))
@@ -551,7 +563,7 @@ def test_each_switch_runs_end_to_end_and_changes_what_it_should(in_tmp, monkeypa
     assert last_layer.shape[0] == 4 * (args.n_atoms if args.distributional else 1)  # Breakout: 4 actions
 
 
-def test_train_save_evaluate_and_video(in_tmp):
+def test_train_save_evaluate_and_video(in_tmp, monkeypatch):
     # epsilon 1 in evaluation: an untrained greedy policy may never press FIRE, and the game would not end
     flags = {**TINY, "total_timesteps": 600, "learning_starts": 500, "network": "nature", "train_frequency": 4}
     flags.update(save_model=True, eval_episodes=1)
@@ -573,8 +585,13 @@ def test_train_save_evaluate_and_video(in_tmp):
     assert returns and all(r >= 0 and r == int(r) for r in returns)  # raw Breakout scores, not clipped sums
 
     q_net, env_id = rb.load_checkpoint(os.path.join(run_dir, "rainbow_atari.pt"), torch.device("cpu"))
+    modes = []
+    real_epsilon_greedy = rb.epsilon_greedy
+    spy = lambda net, *a: modes.append(net.training) or real_epsilon_greedy(net, *a)  # noqa: E731
+    monkeypatch.setattr(rb, "epsilon_greedy", spy)
     scores = rb.evaluate(q_net, env_id, 1, 1.0, 0, "cpu")
-    assert not q_net.training and len(scores) == 1  # evaluation uses the mean network: noise off
+    assert modes and not any(modes) and len(scores) == 1  # evaluation uses the mean network: noise off
+    assert q_net.training  # and gives the network back as it was, noisy
     checkpoint = os.path.join(run_dir, "rainbow_atari.pt")
     cmd = [sys.executable, os.path.join(ROOT, "rainbow_atari.py"), "--eval-checkpoint", checkpoint]
     out = subprocess.run(

@@ -304,10 +304,10 @@ def test_running_observation_statistics_match_numpy():
     rng = np.random.default_rng(0)
     batches = [rng.normal(loc=[1.0, -2.0, 5.0], scale=[0.1, 3.0, 10.0], size=(n, 3)) for n in (7, 50, 13)]
     for b in batches:
-        agent.update_obs_stats(torch.tensor(b, dtype=torch.float32))
+        agent.obs_rms.update(torch.tensor(b, dtype=torch.float32))
     everything = np.concatenate(batches)
-    np.testing.assert_allclose(agent.obs_mean.numpy(), everything.mean(0), rtol=1e-5)
-    np.testing.assert_allclose(agent.obs_var.numpy(), everything.var(0), rtol=1e-4)
+    np.testing.assert_allclose(agent.obs_rms.mean.numpy(), everything.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(agent.obs_rms.var.numpy(), everything.var(0), rtol=1e-4)
     z = agent.normalize(torch.tensor(everything, dtype=torch.float32))
     np.testing.assert_allclose(z.mean(0).numpy(), 0.0, atol=1e-4)
     assert rf.Agent(3, 2, True).normalize(torch.ones(1, 3)).eq(1).all(), "without the flag obs pass unchanged"
@@ -439,7 +439,7 @@ def test_box_env_with_normalized_observations_saves_and_evaluates(in_tmp):
     run_dir = rf.train(dataclasses.replace(args, normalize_obs=True, save_model=True, eval_episodes=1))
     assert len(values_of(run_dir, "losses/policy_loss")) == 2  # 2 x 200-step episodes per update
     agent, env_id = rf.load_checkpoint(os.path.join(run_dir, "reinforce.pt"), torch.device("cpu"))
-    assert env_id == "Pendulum-v1" and agent.normalize_obs and agent.obs_count.item() == 800
+    assert env_id == "Pendulum-v1" and agent.normalize_obs and agent.obs_rms.count.item() == 800
     assert rf.evaluate(agent, env_id, 1, seed=0, device=torch.device("cpu"))[0] < 0
 
 
