@@ -360,3 +360,25 @@ def test_track_resume_continues_the_same_wandb_run(in_tmp, monkeypatch):
     # offline-run-<time>-<id>, and a "-1" after it when both parts started in the same second
     same_id = re.compile(rf"offline-run-\d+_\d+-{wandb_id}(-\d+)?")
     assert len(offline_runs) == 2 and all(same_id.fullmatch(os.path.basename(r)) for r in offline_runs), offline_runs
+
+
+@pytest.mark.parametrize("signum,raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)])
+def test_a_signal_after_train_raised_goes_to_the_handler_from_before(in_tmp, monkeypatch, signum, raised):
+    """train() raising in a process that goes on (a notebook, a test) leaves its run's handlers installed; a signal
+    then must not be taken for that dead run's (which would only set a flag): it does what it did before the run."""
+    module = script("reinforce")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(module, "policy_gradient_loss", broken)
+    before = signal.signal(signal.SIGTERM, lambda s, f: sys.exit(143))
+    try:
+        with pytest.raises(RuntimeError, match="planted"):
+            train("reinforce")
+        with pytest.raises(raised):
+            signal.raise_signal(signum)
+            time.sleep(1)  # the handler runs between two bytecodes: here at the latest
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)
