@@ -417,7 +417,7 @@ def train(args: Args) -> str:
             # lecture: g = 1/2 (theta' - theta)^T (theta' - theta)  ->  theta' = theta + sqrt(2 epsilon) u / ||u||
             step = euclidean_step(grad_U, args.epsilon)
         else:
-            # lecture: g = D_KL ~ 1/2 (theta' - theta)^T F (theta' - theta)  ->  u = F^{-1} grad U
+            # lecture: g = D_KL ~ 1/2 dtheta^T F dtheta  ->  u = F^{-1} grad U, here (F + lambda I)^{-1} grad U
             # impl detail: F + lambda I (TRPO's code; Spinning Up's damping_coeff 0.1): F from a few thousand
             # states is singular (e.g. adding one constant to all logits changes no policy), F^-1 would not exist
             if args.fisher == "cg":

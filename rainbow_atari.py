@@ -1229,17 +1229,14 @@ def check_discrete_actions(env_id: str) -> None:
 
 def load_checkpoint(path: str, device: torch.device) -> tuple[RainbowNetwork, str]:
     """Load a model saved by --save-model, safely (weights_only: tensors and plain values, no code)."""
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a missing, truncated or foreign file: say which and why in one line
-        fail(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    checkpoint = load_file(path)  # on the CPU; the network goes to the device below
     if not isinstance(checkpoint, dict) or not {"model", "env_id", "num_actions", "network"} <= checkpoint.keys():
-        fail(f"{path} is not a rainbow_atari.py checkpoint (expected keys model, env_id, num_actions, network)")
+        fail(f"{path} is not a {SCRIPT} checkpoint (expected keys model, env_id, num_actions, network)")
     try:
         q_net = RainbowNetwork(4, checkpoint["num_actions"], **checkpoint["network"])
         q_net.to(device).load_state_dict(checkpoint["model"])
     except (TypeError, RuntimeError) as e:
-        fail(f"checkpoint {path} does not fit rainbow_atari.py's network: {str(e).strip().splitlines()[-1].strip()}")
+        fail(f"checkpoint {path} does not fit {SCRIPT}'s network: {str(e).strip().splitlines()[-1].strip()}")
     return q_net, checkpoint["env_id"]
 
 
