@@ -1,8 +1,8 @@
 """Learning curve of a run's raw game scores beside a reference run, as a PNG, with per-100k means.
 
     python benchmarks/plot_learning.py runs/<run>/metrics.csv \
-        --reference benchmarks/results/cleanrl-ppo-atari-breakout-1m-seed1.csv --random 1.7 \
-        --title "PPO, BreakoutNoFrameskip-v4, seed 1" --out benchmarks/results/ppo_breakout_1m.png
+        --reference benchmarks/results/ppo_atari_breakout_1m_cleanrl_seed1.csv --random 1.7 \
+        --title "PPO, BreakoutNoFrameskip-v4, seed 1" --out benchmarks/results/ppo_atari_breakout_1m.png
 """
 
 import argparse

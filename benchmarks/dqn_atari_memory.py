@@ -1,6 +1,6 @@
 """Memory of dqn_atari.py's replay memory at --buffer-size 1000000, filled to --fill transitions.
 
-    python benchmarks/dqn_memory.py [--fill 200000] [--env-id BreakoutNoFrameskip-v4]
+    python benchmarks/dqn_atari_memory.py [--fill 200000] [--env-id BreakoutNoFrameskip-v4]
 
 In one process, as train() sets things up: the envs, Q_theta, Q_theta', Adam and a ReplayMemory of
 1M transitions. It records --record real env steps with random actions (games ending, life losses and

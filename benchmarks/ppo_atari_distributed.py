@@ -1,12 +1,12 @@
 """ppo_atari.py on one CPU: 1 process x 2 threads against 2 processes x 1 thread (torchrun), same global batch.
 
-    python benchmarks/ppo_distributed.py [--steps 16384] [--repeats 1] [--env-id BreakoutNoFrameskip-v4]
+    python benchmarks/ppo_atari_distributed.py [--steps 16384] [--repeats 1] [--env-id BreakoutNoFrameskip-v4]
 
 Same global batch: one process with 8 envs, or 2 processes with 4 envs each; both 128 steps per rollout and 4
 minibatches per process, so both take the same optimizer steps on minibatches of 256 samples (the default
 configuration's batch of 1,024 per iteration). Prints each one's SPS (as the run logs it, env creation
 excluded, and counting interpreter start) and the ratio, and writes them with the date, the machine and its load
-to benchmarks/results/ppo_distributed.txt.
+to benchmarks/results/ppo_atari_distributed.txt.
 """
 
 import argparse
@@ -53,7 +53,7 @@ if __name__ == "__main__":
     parser.add_argument("--env-id", default="BreakoutNoFrameskip-v4")
     parser.add_argument("--steps", type=int, default=16384)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "ppo_distributed.txt"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "ppo_atari_distributed.txt"))
     a = parser.parse_args()
     load_before = os.getloadavg()
     lines = [

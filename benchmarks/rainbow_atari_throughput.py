@@ -1,7 +1,7 @@
 """Throughput of rainbow_atari.py at its defaults, after learning starts, and where its time goes.
 
-    python benchmarks/rainbow_throughput.py [--steps 35000] [--repeats 1] [--env-id BreakoutNoFrameskip-v4]
-    python benchmarks/rainbow_throughput.py --parts-only        # (a) alone, about a minute
+    python benchmarks/rainbow_atari_throughput.py [--steps 35000] [--repeats 1] [--env-id BreakoutNoFrameskip-v4]
+    python benchmarks/rainbow_atari_throughput.py --parts-only        # (a) alone, about a minute
 
 (a) The parts, in this process, at the defaults (Nature CNN, dueling, C51, noisy, n = 3, prioritized, 1M slots):
 one update as train() does it (sample 32 from the sum tree, rebuild the n-step transitions, 3 forward passes,

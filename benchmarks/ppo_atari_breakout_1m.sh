@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p benchmarks/out
 (cd benchmarks/out && python ../../ppo_atari.py --env-id BreakoutNoFrameskip-v4 --seed 1 \
-    --total-timesteps 1000000 --eval-episodes 10) | tee benchmarks/out/ppo_breakout_1m.log
+    --total-timesteps 1000000 --eval-episodes 10) | tee benchmarks/out/ppo_atari_breakout_1m.log
 run=$(ls -td benchmarks/out/runs/BreakoutNoFrameskip-v4__ppo_atari__1__* | head -1)
-cp "$run/metrics.csv" benchmarks/results/ppo_breakout_1m_seed1_metrics.csv
+cp "$run/metrics.csv" benchmarks/results/ppo_atari_breakout_1m_seed1_metrics.csv
 python benchmarks/plot_learning.py "$run/metrics.csv" \
-    --reference benchmarks/results/cleanrl-ppo-atari-breakout-1m-seed1.csv --random 1.7 \
-    --title "PPO, BreakoutNoFrameskip-v4, seed 1, 1M steps" --out benchmarks/results/ppo_breakout_1m.png
+    --reference benchmarks/results/ppo_atari_breakout_1m_cleanrl_seed1.csv --random 1.7 \
+    --title "PPO, BreakoutNoFrameskip-v4, seed 1, 1M steps" --out benchmarks/results/ppo_atari_breakout_1m.png

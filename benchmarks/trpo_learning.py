@@ -1,15 +1,15 @@
 """trpo.py benchmarks: CartPole-v1 steps to solve over seeds, and MuJoCo (Hopper, HalfCheetah, Walker2d) at 1M steps
 with the RL Zoo's setup for sb3-contrib's TRPO (the defaults of trpo.py plus observation and reward normalization).
 
-    python benchmarks/trpo_bench.py run cartpole --seeds 1 2 3 4 5 --jobs 2
-    python benchmarks/trpo_bench.py run mujoco --envs Hopper-v5 --seeds 1 --jobs 1
-    python benchmarks/trpo_bench.py summarize cartpole        # CSV + PNG from the runs, finished or not
-    python benchmarks/trpo_bench.py summarize mujoco
+    python benchmarks/trpo_learning.py run cartpole --seeds 1 2 3 4 5 --jobs 2
+    python benchmarks/trpo_learning.py run mujoco --envs Hopper-v5 --seeds 1 --jobs 1
+    python benchmarks/trpo_learning.py summarize cartpole        # CSV + PNG from the runs, finished or not
+    python benchmarks/trpo_learning.py summarize mujoco
 
 CartPole "solved": the first global_step at which the mean return of the last 20 episodes reaches 475 (as
 natural_pg's benchmark). MuJoCo: the mean training return of the last 100 episodes (sampled actions) and
 the trained policy's deterministic evaluation (10 episodes; the RL Zoo evaluates deterministic policies).
-Runs go to benchmarks/out/trpo/ (git-ignored); summaries to benchmarks/results/trpo_*.{csv,png}.
+Runs go to benchmarks/out/trpo/ (git-ignored); summaries to benchmarks/results/trpo_learning_*.{csv,png}.
 """
 
 import argparse
@@ -144,8 +144,8 @@ def summarize(a) -> None:
     fig.suptitle(f"trpo.py, {a.suite}: lines: training returns (sampled actions){dots}", fontsize=10)
     fig.tight_layout()
     os.makedirs(RESULTS, exist_ok=True)
-    fig.savefig(os.path.join(RESULTS, f"trpo_{a.suite}.png"), dpi=120)
-    with open(os.path.join(RESULTS, f"trpo_{a.suite}.csv"), "w", newline="") as f:
+    fig.savefig(os.path.join(RESULTS, f"trpo_learning_{a.suite}.png"), dpi=120)
+    with open(os.path.join(RESULTS, f"trpo_learning_{a.suite}.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -1,6 +1,6 @@
 """Throughput of dqn_atari.py at its defaults, after learning starts, and the update's own bound.
 
-    python benchmarks/dqn_throughput.py [--steps 110000] [--repeats 1] [--env-id BreakoutNoFrameskip-v4]
+    python benchmarks/dqn_atari_throughput.py [--steps 110000] [--repeats 1] [--env-id BreakoutNoFrameskip-v4]
 
 (a) The update alone, in this process: sample a minibatch of 32 from a replay memory, Q_theta' forward on
 s', Q_theta forward on s, backward, Adam step, as train() does; its median time t bounds the whole

@@ -1,6 +1,6 @@
 """Throughput of ppo_atari.py at its defaults (8 envs x 128 steps) against AtariVectorEnv alone.
 
-    python benchmarks/ppo_throughput.py [--steps 16384] [--repeats 3] [--env-id BreakoutNoFrameskip-v4]
+    python benchmarks/ppo_atari_throughput.py [--steps 16384] [--repeats 3] [--env-id BreakoutNoFrameskip-v4]
 
 Runs, alternating, (a) the vector env alone with random actions and (b) `ppo_atari.py` as a whole
 process for --steps agent steps, and prints each one's median SPS and the ratio. Run it with

@@ -2,7 +2,7 @@
 learned value baseline (the default) and with none; several seeds each. Writes per-run and summary
 CSVs and a PNG of the learning curves into benchmarks/results/; runs and logs go to benchmarks/out/.
 
-    python benchmarks/reinforce_bench.py --seeds 1 2 3 4 5 --jobs 2
+    python benchmarks/reinforce_steps_to_solve.py --seeds 1 2 3 4 5 --jobs 2
 
 "Reached" = the first global_step at which the mean return of the last 20 episodes is at least the
 threshold (the same window as the CartPole test); a run that never gets there counts as not reached.
@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "benchmarks", "out", "reinforce")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
-RUNS_CSV = os.path.join(RESULTS, "reinforce_runs.csv")
+RUNS_CSV = os.path.join(RESULTS, "reinforce_steps_to_solve_runs.csv")
 THRESHOLD = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0}
 WINDOW = 20
 FIELDS = [
@@ -150,7 +150,7 @@ def main():
                 )
             )
             print(summary[-1])
-    with open(os.path.join(RESULTS, "reinforce_summary.csv"), "w", newline="") as f:
+    with open(os.path.join(RESULTS, "reinforce_steps_to_solve.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(summary[0]))
         writer.writeheader()
         writer.writerows(summary)
@@ -170,8 +170,8 @@ def main():
         ax.set_ylabel(f"mean return of the last {WINDOW} episodes")
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(RESULTS, "reinforce_curves.png"), dpi=120)
-    print("wrote benchmarks/results/reinforce_runs.csv, reinforce_summary.csv, reinforce_curves.png")
+    fig.savefig(os.path.join(RESULTS, "reinforce_steps_to_solve.png"), dpi=120)
+    print("wrote benchmarks/results/reinforce_steps_to_solve{_runs.csv,.csv,.png}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """What writing a checkpoint costs: seconds and bytes per script, and DQN's and Rainbow's with a full replay memory.
 
-    python benchmarks/checkpoint_cost.py                 # all six at their default networks, small replay memories
-    python benchmarks/checkpoint_cost.py --full-replay   # and DQN / Rainbow with 1M transitions (about 15 GB of RAM)
+    python benchmarks/all_checkpoint_cost.py                # all six at their default networks, small replay memories
+    python benchmarks/all_checkpoint_cost.py --full-replay  # and DQN / Rainbow with 1M transitions (about 15 GB RAM)
 
 Each script trains a few hundred steps in a temporary folder with its default network; Run.save is timed as the
 loop calls it (the state gathered, torch.save to a temporary file, fsync, rename). The full-replay case fills a
@@ -81,9 +81,10 @@ def full_replay(name: str, capacity: int = 1_000_000) -> tuple[float, int, float
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--full-replay", action="store_true")
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "checkpoint_cost.txt"))
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "all_checkpoint_cost.txt"))
     flags = parser.parse_args()
-    lines = [f"# python benchmarks/checkpoint_cost.py{' --full-replay' if flags.full_replay else ''}, {time.ctime()}"]
+    full = " --full-replay" if flags.full_replay else ""
+    lines = [f"# python benchmarks/all_checkpoint_cost.py{full}, {time.ctime()}"]
     lines.append("script | checkpoint write (s) | bytes | --checkpoint-every | README CPU SPS | stall")
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
