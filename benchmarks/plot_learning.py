@@ -6,25 +6,13 @@
 """
 
 import argparse
-import csv
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-
-def game_scores(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(global_step, episodic_return) per finished game, from our long metrics.csv or a two-column csv."""
-    rows = list(csv.DictReader(open(path)))
-    if "metric" in rows[0]:
-        rows = [
-            {"global_step": r["global_step"], "episodic_return": r["value"]}
-            for r in rows
-            if r["metric"] == "charts/episodic_return"
-        ]
-    return np.array([float(r["global_step"]) for r in rows]), np.array([float(r["episodic_return"]) for r in rows])
+from common import game_scores  # noqa: E402
 
 
 def summary(steps, scores, every=100_000):

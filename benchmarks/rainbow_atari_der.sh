@@ -17,16 +17,16 @@ python ../../rainbow_atari.py --preset der --env-id "$env_id" --seed "$seed" --e
     --exp-name rainbow_der
 run=$(ls -d runs/"${env_id//\//-}"__rainbow_der__"$seed"__* | tail -n 1)
 python - "$run" "$env_id" "$seed" "$game" <<'PY'
-import csv, subprocess, sys
-sys.path.insert(0, "../..")
+import subprocess, sys
+sys.path.insert(0, "..")
 import numpy as np
 import torch
-import rainbow_atari as rb
+from common import import_script, metric
 
+rb = import_script("rainbow_atari")
 run, env_id, seed, game = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 published = {"roadrunner": 9600, "kungfumaster": 14346, "freeway": 27.9, "krull": 2851, "kangaroo": 779}
-rows = list(csv.DictReader(open(f"{run}/metrics.csv")))
-trained = [float(r["value"]) for r in rows if r["metric"] == "eval/episodic_return"]
+trained = metric(f"{run}/metrics.csv", "eval/episodic_return")[1]
 q_net, _ = rb.load_checkpoint(f"{run}/rainbow_der.pt", torch.device("cpu"))
 random_scores = rb.evaluate(q_net, env_id, 10, 1.0, seed, "cpu")  # epsilon 1: uniform random actions
 line = (f"{env_id} seed {seed}: DER preset 100k steps: {np.mean(trained):.1f} +- {np.std(trained):.1f} "
