@@ -313,6 +313,11 @@ def steady_rate(points: list[tuple[float, int]], after: int = 0) -> Rate:
     return Rate((s1 - s0) / (t1 - t0), s0, s1, t1 - t0)
 
 
+def steady_run(command: list[str], after: int, env: dict | None = None, copy: Iterable[str] = ()) -> Rate:
+    """Run one of our scripts alone (run_alone; give python -u) and return its steady rate past step `after`."""
+    return steady_rate(progress_points(run_alone(command, env=env, copy=copy).check().lines), after)
+
+
 # ---------------------------------------------------------------- numbers
 
 

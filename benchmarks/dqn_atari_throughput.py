@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import Report, import_script, median, median_ms, progress_points, result, run_alone, script, steady_rate
+from common import Report, import_script, median, median_ms, result, script, steady_run
 
 dqn = import_script("dqn_atari")
 
@@ -55,8 +55,7 @@ def steady_sps(env_id: str, steps: int, learning_starts: int = 80_000) -> float:
     cmd = [sys.executable, "-u", script("dqn_atari"), "--env-id", env_id, "--eval-episodes", "0"]
     cmd += ["--total-timesteps", str(steps), "--exploration-fraction", str(0.5 * learning_starts / steps)]
     cmd += ["--learning-starts", str(learning_starts)]
-    run = run_alone(cmd).check()
-    return steady_rate(progress_points(run.lines), after=learning_starts + 2_000).sps
+    return steady_run(cmd, after=learning_starts + 2_000).sps
 
 
 if __name__ == "__main__":

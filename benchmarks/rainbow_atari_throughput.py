@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 import torch
-from common import Report, import_script, median, median_ms, progress_points, result, run_alone, script, steady_rate
+from common import Report, import_script, median, median_ms, result, script, steady_run
 
 rb = import_script("rainbow_atari")
 
@@ -67,8 +67,7 @@ def parts(repeats: int = 200) -> dict:
 def steady_sps(env_id: str, steps: int, learning_starts: int = 20_000) -> float:
     cmd = [sys.executable, "-u", script("rainbow_atari"), "--env-id", env_id, "--eval-episodes", "0"]
     cmd += ["--total-timesteps", str(steps), "--learning-starts", str(learning_starts)]
-    run = run_alone(cmd).check()
-    return steady_rate(progress_points(run.lines), after=learning_starts + 1_000).sps
+    return steady_run(cmd, after=learning_starts + 1_000).sps
 
 
 if __name__ == "__main__":
