@@ -1,30 +1,18 @@
 """Learning curve of a run's raw game scores beside a reference run, as a PNG, with per-100k means.
 
     python benchmarks/plot_learning.py runs/<run>/metrics.csv \
-        --reference benchmarks/results/cleanrl-ppo-atari-breakout-1m-seed1.csv --random 1.7 \
-        --title "PPO, BreakoutNoFrameskip-v4, seed 1" --out benchmarks/results/ppo_breakout_1m.png
+        --reference benchmarks/results/ppo_atari_breakout_1m_cleanrl_seed1.csv --random 1.7 \
+        --title "PPO, BreakoutNoFrameskip-v4, seed 1" --out benchmarks/results/ppo_atari_breakout_1m.png
 """
 
 import argparse
-import csv
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-
-def game_scores(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(global_step, episodic_return) per finished game, from our long metrics.csv or a two-column csv."""
-    rows = list(csv.DictReader(open(path)))
-    if "metric" in rows[0]:
-        rows = [
-            {"global_step": r["global_step"], "episodic_return": r["value"]}
-            for r in rows
-            if r["metric"] == "charts/episodic_return"
-        ]
-    return np.array([float(r["global_step"]) for r in rows]), np.array([float(r["episodic_return"]) for r in rows])
+from common import game_scores  # noqa: E402
 
 
 def summary(steps, scores, every=100_000):

@@ -2,7 +2,7 @@
 learned value baseline (the default) and with none; several seeds each. Writes per-run and summary
 CSVs and a PNG of the learning curves into benchmarks/results/; runs and logs go to benchmarks/out/.
 
-    python benchmarks/reinforce_bench.py --seeds 1 2 3 4 5 --jobs 2
+    python benchmarks/reinforce_steps_to_solve.py --seeds 1 2 3 4 5 --jobs 2
 
 "Reached" = the first global_step at which the mean return of the last 20 episodes is at least the
 threshold (the same window as the CartPole test); a run that never gets there counts as not reached.
@@ -10,7 +10,6 @@ threshold (the same window as the CartPole test); a run that never gets there co
 
 import argparse
 import csv
-import glob
 import os
 import shutil
 import signal
@@ -25,11 +24,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from common import ROOT, find_metrics, metric, out_dir, result, script, steps_to_reach, write_csv  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT = os.path.join(ROOT, "benchmarks", "out", "reinforce")
-RESULTS = os.path.join(ROOT, "benchmarks", "results")
-RUNS_CSV = os.path.join(RESULTS, "reinforce_runs.csv")
+OUT = out_dir("reinforce_steps_to_solve")
+RUNS_CSV = result("reinforce_steps_to_solve_runs.csv")
 THRESHOLD = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0}
 WINDOW = 20
 FIELDS = [
@@ -45,17 +43,8 @@ FIELDS = [
 LOCK = threading.Lock()
 
 
-def episodes(metrics_csv):
-    lines = open(metrics_csv).read().split("\n")[:-1]  # a running run's last line may be partly written
-    rows = [r for r in csv.DictReader(lines) if r["metric"] == "charts/episodic_return"]
-    return np.array([int(r["global_step"]) for r in rows]), np.array([float(r["value"]) for r in rows])
-
-
-def steps_to_reach(steps, returns, threshold):
-    for i in range(WINDOW - 1, len(returns)):
-        if returns[i - WINDOW + 1 : i + 1].mean() >= threshold:
-            return int(steps[i])
-    return None
+def episodes(metrics_csv: str) -> tuple[np.ndarray, np.ndarray]:
+    return metric(metrics_csv, "charts/episodic_return")
 
 
 def median_or_more(reached, runs, budget):
@@ -68,7 +57,7 @@ def run_one(env_id, baseline, seed, total_timesteps):
     folder = os.path.join(OUT, f"{env_id}__{baseline}__{seed}")
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
-    cmd = [sys.executable, os.path.join(ROOT, "reinforce.py"), "--env-id", env_id, "--baseline", baseline]
+    cmd = [sys.executable, script("reinforce"), "--env-id", env_id, "--baseline", baseline]
     cmd += ["--seed", str(seed), "--total-timesteps", str(total_timesteps), "--eval-episodes", "0"]
     cmd += ["--exp-name", f"reinforce_{baseline}"]
     start = time.time()
@@ -77,15 +66,15 @@ def run_one(env_id, baseline, seed, total_timesteps):
         # stop a run once it has reached the threshold: the step count is all this measures (saves CPU)
         while proc.poll() is None:
             time.sleep(5)
-            found = glob.glob(os.path.join(folder, "runs", "*", "metrics.csv"))
-            if found and steps_to_reach(*episodes(found[0]), THRESHOLD[env_id]) is not None:
+            found = find_metrics(folder)
+            if found and steps_to_reach(*episodes(found), THRESHOLD[env_id], WINDOW) is not None:
                 proc.send_signal(signal.SIGINT)
                 proc.wait()
         if proc.returncode not in (0, -signal.SIGINT, 130):
             raise RuntimeError(f"{cmd} failed, see {folder}/log.txt")
     (run_dir,) = [os.path.join(folder, "runs", d) for d in os.listdir(os.path.join(folder, "runs"))]
     steps, returns = episodes(os.path.join(run_dir, "metrics.csv"))
-    reached = steps_to_reach(steps, returns, THRESHOLD[env_id])
+    reached = steps_to_reach(steps, returns, THRESHOLD[env_id], WINDOW)
     print(f"{env_id} {baseline} seed {seed}: reached at {reached} ({time.time() - start:.0f} s)", flush=True)
     row = dict(
         env_id=env_id,
@@ -115,7 +104,7 @@ def main():
     a = p.parse_args()
     budget = {"CartPole-v1": a.cartpole_steps, "Acrobot-v1": a.acrobot_steps}
     if not a.summarize:
-        os.makedirs(RESULTS, exist_ok=True)
+        os.makedirs(os.path.dirname(RUNS_CSV), exist_ok=True)
         with open(RUNS_CSV, "w", newline="") as f:
             csv.DictWriter(f, fieldnames=FIELDS).writeheader()
         # seed by seed, so that a benchmark cut short still compares both baselines on both envs
@@ -150,10 +139,7 @@ def main():
                 )
             )
             print(summary[-1])
-    with open(os.path.join(RESULTS, "reinforce_summary.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
+    write_csv(result("reinforce_steps_to_solve.csv"), summary)
 
     fig, axes = plt.subplots(1, len(a.envs), figsize=(6 * len(a.envs), 4), squeeze=False)
     colors = {"value": "tab:blue", "mean": "tab:green", "none": "tab:red"}
@@ -170,8 +156,8 @@ def main():
         ax.set_ylabel(f"mean return of the last {WINDOW} episodes")
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(RESULTS, "reinforce_curves.png"), dpi=120)
-    print("wrote benchmarks/results/reinforce_runs.csv, reinforce_summary.csv, reinforce_curves.png")
+    fig.savefig(result("reinforce_steps_to_solve.png"), dpi=120)
+    print("wrote benchmarks/results/reinforce_steps_to_solve{_runs.csv,.csv,.png}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """What writing a checkpoint costs: seconds and bytes per script, and DQN's and Rainbow's with a full replay memory.
 
-    python benchmarks/checkpoint_cost.py                 # all six at their default networks, small replay memories
-    python benchmarks/checkpoint_cost.py --full-replay   # and DQN / Rainbow with 1M transitions (about 15 GB of RAM)
+    python benchmarks/all_checkpoint_cost.py                # all six at their default networks, small replay memories
+    python benchmarks/all_checkpoint_cost.py --full-replay  # and DQN / Rainbow with 1M transitions (about 15 GB RAM)
 
 Each script trains a few hundred steps in a temporary folder with its default network; Run.save is timed as the
 loop calls it (the state gathered, torch.save to a temporary file, fsync, rename). The full-replay case fills a
@@ -10,17 +10,13 @@ over the time between two checkpoints at --checkpoint-every and the script's CPU
 """
 
 import argparse
-import importlib
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from common import Report, import_script, result
 
 RUNS = {  # a few hundred steps; the networks are the defaults
     "reinforce": dict(num_envs=2, episodes_per_update=4, total_timesteps=300, eval_episodes=0, vf_iters=5),
@@ -36,7 +32,7 @@ SPS = {"reinforce": 2000, "natural_pg": 2000, "trpo": 1375, "ppo_atari": 226, "d
 
 
 def timed_saves(name: str) -> tuple[float, int]:
-    module = importlib.import_module(name)
+    module = import_script(name)
     times = []
     save = module.Run.save
 
@@ -55,7 +51,7 @@ def timed_saves(name: str) -> tuple[float, int]:
 
 
 def full_replay(name: str, capacity: int = 1_000_000) -> tuple[float, int, float]:
-    module = importlib.import_module(name)
+    module = import_script(name)
     args = module.Args()
     memory = module.ReplayMemory(capacity, 1, (4, 84, 84), torch.device("cpu"))
     rng = np.random.default_rng(0)
@@ -81,30 +77,27 @@ def full_replay(name: str, capacity: int = 1_000_000) -> tuple[float, int, float
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--full-replay", action="store_true")
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "checkpoint_cost.txt"))
+    parser.add_argument("--out", default=result("all_checkpoint_cost.txt"))
     flags = parser.parse_args()
-    lines = [f"# python benchmarks/checkpoint_cost.py{' --full-replay' if flags.full_replay else ''}, {time.ctime()}"]
-    lines.append("script | checkpoint write (s) | bytes | --checkpoint-every | README CPU SPS | stall")
+    report = Report(flags.out)
+    report.say("script | checkpoint write (s) | bytes | --checkpoint-every | README CPU SPS | stall")
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
         for name in RUNS:
             seconds, size = timed_saves(name)
-            every = importlib.import_module(name).Args().checkpoint_every
+            every = import_script(name).Args().checkpoint_every
             stall = seconds / (every / SPS[name])
-            lines.append(f"{name} | {seconds:.3f} | {size:,} | {every:,} | {SPS[name]} | {stall:.4%}")
-            print(lines[-1], flush=True)
+            report.say(f"{name} | {seconds:.3f} | {size:,} | {every:,} | {SPS[name]} | {stall:.4%}")
         if flags.full_replay:
             for name in ("dqn_atari", "rainbow_atari"):
                 seconds, size, load_seconds = full_replay(name)
-                every = importlib.import_module(name).Args().checkpoint_every
+                every = import_script(name).Args().checkpoint_every
                 stall = seconds / (every / SPS[name])
-                lines.append(
+                report.say(
                     f"{name} replay of 1M transitions | {seconds:.1f} | {size:,} | {every:,} | {SPS[name]} | "
                     f"{stall:.2%} (loading it back on --resume: {load_seconds:.1f} s)"
                 )
-                print(lines[-1], flush=True)
-    with open(flags.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    report.write()
 
 
 if __name__ == "__main__":

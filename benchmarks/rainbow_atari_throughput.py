@@ -1,7 +1,7 @@
 """Throughput of rainbow_atari.py at its defaults, after learning starts, and where its time goes.
 
-    python benchmarks/rainbow_throughput.py [--steps 35000] [--repeats 1] [--env-id BreakoutNoFrameskip-v4]
-    python benchmarks/rainbow_throughput.py --parts-only        # (a) alone, about a minute
+    python benchmarks/rainbow_atari_throughput.py [--steps 35000] [--repeats 1] [--env-id BreakoutNoFrameskip-v4]
+    python benchmarks/rainbow_atari_throughput.py --parts-only        # (a) alone, about a minute
 
 (a) The parts, in this process, at the defaults (Nature CNN, dueling, C51, noisy, n = 3, prioritized, 1M slots):
 one update as train() does it (sample 32 from the sum tree, rebuild the n-step transitions, 3 forward passes,
@@ -10,33 +10,19 @@ priority refresh). Their medians bound the whole script at 4 / (4 (act + store) 
 agent steps; the emulator not counted).
 (b) rainbow_atari.py as a whole process, default flags except --total-timesteps (--steps): the steady rate is read
 from the progress lines' arrival times after learning starts (20k steps), not from the running average that the
-line prints, which includes the fast warm-up of random actions. Run it with nothing else on the machine.
+line prints, which includes the fast warm-up of random actions. Writes benchmarks/results/rainbow_atari_throughput.txt.
+Run it with nothing else on the machine.
 """
 
 import argparse
 import os
-import re
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 
 import numpy as np
 import torch
+from common import Report, import_script, median, median_ms, result, script, steady_run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import rainbow_atari as rb  # noqa: E402
-
-
-def median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[repeats // 10 :]) * 1e3
+rb = import_script("rainbow_atari")
 
 
 def parts(repeats: int = 200) -> dict:
@@ -79,18 +65,9 @@ def parts(repeats: int = 200) -> dict:
 
 
 def steady_sps(env_id: str, steps: int, learning_starts: int = 20_000) -> float:
-    cmd = [sys.executable, "-u", os.path.join(ROOT, "rainbow_atari.py"), "--env-id", env_id, "--eval-episodes", "0"]
-    cmd += ["--total-timesteps", str(steps)]
-    points = []  # (arrival time, step) of progress lines after learning starts
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, text=True)
-        for line in proc.stdout:
-            m = re.match(r"step ([\d,]+)/", line)
-            if m and int(m.group(1).replace(",", "")) > learning_starts + 1_000:
-                points.append((time.perf_counter(), int(m.group(1).replace(",", ""))))
-        proc.wait()
-    (t0, s0), (t1, s1) = points[0], points[-1]
-    return (s1 - s0) / (t1 - t0)
+    cmd = [sys.executable, "-u", script("rainbow_atari"), "--env-id", env_id, "--eval-episodes", "0"]
+    cmd += ["--total-timesteps", str(steps), "--learning-starts", str(learning_starts)]
+    return steady_run(cmd, after=learning_starts + 1_000).sps
 
 
 if __name__ == "__main__":
@@ -98,19 +75,24 @@ if __name__ == "__main__":
     parser.add_argument("--env-id", default="BreakoutNoFrameskip-v4")
     parser.add_argument("--steps", type=int, default=35_000)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--learning-starts", type=int, default=20_000, help="rainbow_atari.py's default")
+    parser.add_argument("--parts-repeats", type=int, default=200)
     parser.add_argument("--parts-only", action="store_true")
+    parser.add_argument("--out", default=result("rainbow_atari_throughput.txt"))
     a = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores", flush=True)
-    t = parts()
-    print(
+    report = Report(a.out)
+    report.say(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
+    t = parts(a.parts_repeats)
+    report.say(
         f"update (batch 32: sample, n-step rebuild, 3 forwards, backward, Adam, priorities): {t['update']:.1f} ms; "
         f"act (noise + forward of 1): {t['act']:.2f} ms; store (frame + priority refresh): {t['store']:.2f} ms"
     )
     bound = 4 / (4 * (t["act"] + t["store"]) + t["update"]) * 1e3
-    print(f"bound at one update per 4 steps, emulator not counted: {bound:.0f} SPS", flush=True)
+    report.say(f"bound at one update per 4 steps, emulator not counted: {bound:.0f} SPS")
     if not a.parts_only:
         rates = []
         for i in range(a.repeats):
-            rates.append(steady_sps(a.env_id, a.steps))
-            print(f"repeat {i + 1}: rainbow_atari.py steady after learning starts: {rates[-1]:.0f} SPS", flush=True)
-        print(f"\n{a.env_id}, 1 env, defaults, median of {a.repeats}: {statistics.median(rates):.0f} SPS steady")
+            rates.append(steady_sps(a.env_id, a.steps, a.learning_starts))
+            report.say(f"repeat {i + 1}: rainbow_atari.py steady after learning starts: {rates[-1]:.0f} SPS")
+        report.say(f"\n{a.env_id}, 1 env, defaults, median of {a.repeats}: {median(rates):.0f} SPS steady")
+    report.write()

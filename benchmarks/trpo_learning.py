@@ -1,32 +1,38 @@
 """trpo.py benchmarks: CartPole-v1 steps to solve over seeds, and MuJoCo (Hopper, HalfCheetah, Walker2d) at 1M steps
 with the RL Zoo's setup for sb3-contrib's TRPO (the defaults of trpo.py plus observation and reward normalization).
 
-    python benchmarks/trpo_bench.py run cartpole --seeds 1 2 3 4 5 --jobs 2
-    python benchmarks/trpo_bench.py run mujoco --envs Hopper-v5 --seeds 1 --jobs 1
-    python benchmarks/trpo_bench.py summarize cartpole        # CSV + PNG from the runs, finished or not
-    python benchmarks/trpo_bench.py summarize mujoco
+    python benchmarks/trpo_learning.py run cartpole --seeds 1 2 3 4 5 --jobs 2
+    python benchmarks/trpo_learning.py run mujoco --envs Hopper-v5 --seeds 1 --jobs 1
+    python benchmarks/trpo_learning.py summarize cartpole        # CSV + PNG from the runs, finished or not
+    python benchmarks/trpo_learning.py summarize mujoco
 
 CartPole "solved": the first global_step at which the mean return of the last 20 episodes reaches 475 (as
 natural_pg's benchmark). MuJoCo: the mean training return of the last 100 episodes (sampled actions) and
 the trained policy's deterministic evaluation (10 episodes; the RL Zoo evaluates deterministic policies).
-Runs go to benchmarks/out/trpo/ (git-ignored); summaries to benchmarks/results/trpo_*.{csv,png}.
+Runs go to benchmarks/out/trpo_learning/ (git-ignored); summaries to benchmarks/results/trpo_learning_*.{csv,png}.
 """
 
 import argparse
-import csv
 import glob
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
+from common import (
+    find_metrics,
+    metric,
+    out_dir,
+    read_metrics,
+    result,
+    run_pool,
+    running_mean,
+    snapshot,
+    spread,
+    steps_to_reach,
+    write_csv,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT = os.path.join(ROOT, "benchmarks", "out", "trpo")
-RESULTS = os.path.join(ROOT, "benchmarks", "results")
+OUT = out_dir("trpo_learning")
 CONFIGS = {
     "cartpole": {  # name -> flags
         "defaults (2x1024 steps, RL Zoo MuJoCo set)": ["--total-timesteps", "200000"],
@@ -42,7 +48,7 @@ CONFIGS = {
         ],
     },
 }
-ANCHORS = {  # env -> [(label, score)], from the issue: RL Zoo's sb3-contrib TRPO at 1M, Spinning Up at 3M
+ANCHORS = {  # env -> [(label, score)]: the RL Zoo's sb3-contrib TRPO at 1M, Spinning Up at 3M
     "Hopper-v5": [("sb3-contrib (RL Zoo) 1M: 3372", 3372), ("Spinning Up 3M: ~1890", 1890)],
     "HalfCheetah-v5": [("sb3-contrib (RL Zoo) 1M: 1803", 1803), ("Spinning Up 3M: ~1980", 1980)],
     # rl-baselines3-zoo benchmark.md (one run, Walker2d-v3, deterministic eval): 4933 +- 1453
@@ -56,9 +62,8 @@ def run_dir(suite: str, env_id: str, config: str, seed: int) -> str:
 
 def run(a) -> None:
     os.makedirs(os.path.join(OUT, a.suite), exist_ok=True)
-    # a snapshot of the script, so that the runs use one version even while the file is edited
+    snapshot(["trpo.py"], os.path.join(OUT, a.suite))  # one version of the script, even while the file is edited
     script = os.path.join(OUT, a.suite, "trpo.py")
-    shutil.copy(os.path.join(ROOT, "trpo.py"), script)
     queue = []
     for env_id in a.envs or (["CartPole-v1"] if a.suite == "cartpole" else ["Hopper-v5", "HalfCheetah-v5"]):
         for seed in a.seeds:
@@ -67,38 +72,16 @@ def run(a) -> None:
                 if not os.path.exists(cwd):
                     cmd = [sys.executable, script, "--env-id", env_id, "--seed", str(seed), "--eval-episodes", "0"]
                     queue.append((cwd, cmd + flags))  # a later --eval-episodes in flags wins
-    running, start = [], time.time()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    while queue or running:
-        while queue and len(running) < a.jobs:
-            cwd, cmd = queue.pop(0)
-            os.makedirs(cwd)
-            print(" ".join(cmd), flush=True)
-            log = open(os.path.join(cwd, "log.txt"), "w")
-            running.append(subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env))
-        time.sleep(5)
-        running = [p for p in running if p.poll() is None]
-        if a.stop_after and time.time() - start > a.stop_after:  # out of time: stop, keep what was logged
-            print(f"stopping {len(running)} runs and skipping {len(queue)} after {a.stop_after} s", flush=True)
-            for p in running:
-                p.send_signal(signal.SIGINT)  # KeyboardInterrupt: the metrics file is flushed on the way out
-            queue = []
+    run_pool(queue, a.jobs, a.stop_after)
 
 
 def read_run(cwd: str):
     """(steps, returns) of the training episodes, the eval returns, and the last SPS of one run folder."""
-    found = glob.glob(os.path.join(cwd, "runs", "*", "metrics.csv"))
-    rows = list(csv.DictReader(open(found[0]))) if found else []
-    pick = lambda name: [r for r in rows if r["metric"] == name]  # noqa: E731
-    episodes = pick("charts/episodic_return")
-    steps = np.array([int(r["global_step"]) for r in episodes])
-    returns = np.array([float(r["value"]) for r in episodes])
-    sps = [float(r["value"]) for r in pick("charts/SPS")]
-    return steps, returns, [float(r["value"]) for r in pick("eval/episodic_return")], (sps[-1] if sps else 0)
-
-
-def running_mean(x: np.ndarray, n: int) -> np.ndarray:
-    return np.array([x[max(0, i - n + 1) : i + 1].mean() for i in range(len(x))])
+    found = find_metrics(cwd)
+    rows = read_metrics(found) if found else []
+    steps, returns = metric(rows, "charts/episodic_return")
+    sps = metric(rows, "charts/SPS")[1]
+    return steps, returns, list(metric(rows, "eval/episodic_return")[1]), (sps[-1] if len(sps) else 0)
 
 
 def summarize(a) -> None:
@@ -120,8 +103,8 @@ def summarize(a) -> None:
                 seed = int(cwd.rsplit("__", 1)[1])
                 row = {"env_id": env_id, "config": config, "seed": seed, "steps_run": int(steps[-1])}
                 if a.suite == "cartpole":
-                    solved = np.flatnonzero((curve >= 475) & (np.arange(len(curve)) >= window - 1))
-                    row["steps_to_solve"] = int(steps[solved[0]]) if len(solved) else ""
+                    solved = steps_to_reach(steps, returns, 475, window)
+                    row["steps_to_solve"] = solved if solved is not None else ""
                     row["final_mean20"] = round(float(curve[-1]), 1)
                 else:
                     row["final_mean100_train"] = round(float(curve[-1]), 1)
@@ -143,20 +126,15 @@ def summarize(a) -> None:
     dots = "; dots: deterministic evaluation after training (mean +- std, 10 episodes)" if a.suite == "mujoco" else ""
     fig.suptitle(f"trpo.py, {a.suite}: lines: training returns (sampled actions){dots}", fontsize=10)
     fig.tight_layout()
-    os.makedirs(RESULTS, exist_ok=True)
-    fig.savefig(os.path.join(RESULTS, f"trpo_{a.suite}.png"), dpi=120)
-    with open(os.path.join(RESULTS, f"trpo_{a.suite}.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(result(f"trpo_learning_{a.suite}.csv"), rows)
+    fig.savefig(result(f"trpo_learning_{a.suite}.png"), dpi=120)
     for row in rows:
         print(row)
     if a.suite == "cartpole":
         for config in CONFIGS["cartpole"]:
             solved = [r["steps_to_solve"] for r in rows if r["config"] == config and r["steps_to_solve"] != ""]
             n = sum(r["config"] == config for r in rows)
-            text = f"median {np.median(solved):,.0f}, range {min(solved):,}-{max(solved):,}" if solved else "-"
-            print(f"{config}: solved {len(solved)}/{n}: {text}")
+            print(f"{config}: solved {len(solved)}/{n}: {spread(solved)}")
 
 
 if __name__ == "__main__":

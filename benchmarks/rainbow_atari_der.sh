@@ -3,8 +3,8 @@
 # on one game, one seed, then 10 evaluation games with the mean network (noise off, epsilon 0.001, the raw game
 # score), and the same 10 games with uniform random actions for the random score on this setup.
 # DER's published scores (van Hasselt et al. 2019): RoadRunner 9600, KungFuMaster 14346, Freeway 27.9,
-# Krull 2851, Kangaroo 779. Writes benchmarks/results/rainbow_der_<game>_seed<seed>{.txt,_metrics.csv,.png}.
-#     nohup bash benchmarks/rainbow_der.sh RoadRunnerNoFrameskip-v4 1 > benchmarks/out/rainbow_der_roadrunner.log 2>&1 &
+# Krull 2851, Kangaroo 779. Writes benchmarks/results/rainbow_atari_der_<game>_seed<seed>{.txt,_metrics.csv,.png}.
+#     nohup bash benchmarks/rainbow_atari_der.sh RoadRunnerNoFrameskip-v4 1 > benchmarks/out/rainbow_atari_der_roadrunner.log 2>&1 &
 set -euo pipefail
 env_id=${1:-RoadRunnerNoFrameskip-v4}
 seed=${2:-1}
@@ -17,23 +17,23 @@ python ../../rainbow_atari.py --preset der --env-id "$env_id" --seed "$seed" --e
     --exp-name rainbow_der
 run=$(ls -d runs/"${env_id//\//-}"__rainbow_der__"$seed"__* | tail -n 1)
 python - "$run" "$env_id" "$seed" "$game" <<'PY'
-import csv, subprocess, sys
-sys.path.insert(0, "../..")
+import subprocess, sys
+sys.path.insert(0, "..")
 import numpy as np
 import torch
-import rainbow_atari as rb
+from common import import_script, metric
 
+rb = import_script("rainbow_atari")
 run, env_id, seed, game = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 published = {"roadrunner": 9600, "kungfumaster": 14346, "freeway": 27.9, "krull": 2851, "kangaroo": 779}
-rows = list(csv.DictReader(open(f"{run}/metrics.csv")))
-trained = [float(r["value"]) for r in rows if r["metric"] == "eval/episodic_return"]
+trained = metric(f"{run}/metrics.csv", "eval/episodic_return")[1]
 q_net, _ = rb.load_checkpoint(f"{run}/rainbow_der.pt", torch.device("cpu"))
 random_scores = rb.evaluate(q_net, env_id, 10, 1.0, seed, "cpu")  # epsilon 1: uniform random actions
 line = (f"{env_id} seed {seed}: DER preset 100k steps: {np.mean(trained):.1f} +- {np.std(trained):.1f} "
         f"(10 games); random {np.mean(random_scores):.1f} +- {np.std(random_scores):.1f} (10 games); "
         f"DER published {published.get(game, 'n/a')}")
 print(line)
-out = f"../results/rainbow_der_{game}_seed{seed}"
+out = f"../results/rainbow_atari_der_{game}_seed{seed}"
 open(f"{out}.txt", "w").write(line + "\n")
 cmd = [sys.executable, "../plot_learning.py", f"{run}/metrics.csv", "--random", f"{np.mean(random_scores):.1f}"]
 cmd += ["--window", "20", "--summary-every", "20000", "--label", "rainbow_atari.py --preset der (training games)"]
@@ -42,4 +42,4 @@ if game in published:
     cmd += ["--published", str(published[game]), "--published-label", "DER published (van Hasselt et al. 2019)"]
 subprocess.run(cmd, check=True)
 PY
-cp "$run/metrics.csv" "../results/rainbow_der_${game}_seed${seed}_metrics.csv"
+cp "$run/metrics.csv" "../results/rainbow_atari_der_${game}_seed${seed}_metrics.csv"
