@@ -688,9 +688,10 @@ class Run:
         fail(f"{what} at step {global_step:,}; training stopped, {kept}")
 
     def on_signal(self, signum: int, frame) -> None:
-        while frame is not None and (id(frame), frame.f_code) != self.owner:
-            frame = frame.f_back
-        if frame is None:  # train() raised in a process that goes on (a notebook, a test): put things back
+        caller = frame  # the frame the signal interrupted, and those that called it: is the run's train() there?
+        while caller is not None and (id(caller), caller.f_code) != self.owner:
+            caller = caller.f_back
+        if frame is not None and caller is None:  # train() raised in a process that goes on (a notebook, a test)
             self.close()
             signal.raise_signal(signum)  # and let the handler from before the run take this signal
             return
