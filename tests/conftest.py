@@ -1,4 +1,5 @@
 import csv
+import importlib
 import os
 import sys
 
@@ -71,3 +72,13 @@ TINY_RUNS = {
         network="der",
     ),
 }
+
+
+def assert_fails_before_training(name, flags, message):
+    """train() of `name`'s tiny run with `flags` stops with a one-line error that matches `message` (re.search)
+    and has written nothing: no runs/ folder in the current directory (use the in_tmp fixture)."""
+    module = importlib.import_module(name)
+    with pytest.raises(SystemExit, match=message) as e:
+        module.train(module.Args(**{**TINY_RUNS[name], **flags}))
+    assert str(e.value).startswith("error: ") and "\n" not in str(e.value), str(e.value)
+    assert not os.path.exists("runs"), "nothing may be written before the input is checked"

@@ -6,12 +6,17 @@ import glob
 import importlib
 import os
 import re
+import subprocess
+import sys
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_RUNS
+from conftest import ROOT, TINY_RUNS, assert_fails_before_training
 
 SCRIPTS = list(TINY_RUNS)
+ATARI = ["ppo_atari", "dqn_atari", "rainbow_atari"]  # the others play gymnasium's classic-control and MuJoCo envs
 # what a same-seed run also exercises in some scripts, and the loss it must have logged
 SAME_SEED = {
     "dqn_atari": (dict(num_envs=2, loss="huber"), "losses/td_loss"),  # --num-envs > 1 and the Huber loss
@@ -51,6 +56,99 @@ def test_track_writes_an_offline_wandb_run(in_tmp, monkeypatch, name):
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_dir = train(name, track=True, wandb_project_name=f"{name}-test")
     assert glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "run-*.wandb"))
+
+
+# ---------------------------------------------------------------- bad input: one line, before training
+
+
+class MultiDiscreteEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.MultiDiscrete([2, 3])
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+
+gym.register("EveryScriptMultiDiscreteTest-v0", entry_point=MultiDiscreteEnv)
+
+# the flags every script has: (flags, what the one-line error says); a script's own flags are in test_<script>.py
+SHARED_FLAGS = [
+    (dict(checkpoint_every=-1), r"--checkpoint-every must be 0 \(no checkpoints\) or more, got -1$"),
+    (
+        dict(capture_video=True, eval_episodes=0),
+        "--capture-video records the evaluation games, but --eval-episodes is 0",
+    ),
+    (dict(resume="runs/x", eval_checkpoint="x.pt"), "--resume trains on and --eval-checkpoint only evaluates"),
+    (dict(num_envs=0), "--num-envs must be positive, got 0"),
+    (dict(total_timesteps=0), "--total-timesteps must be positive, got 0"),
+    (dict(eval_episodes=-1), "--eval-episodes (and --learning-starts )?must be 0 or more"),
+    (dict(gamma=0.0), "0 < --gamma <= 1"),
+    (dict(gamma=1.5), "0 < --gamma <= 1"),
+]
+
+
+def env_ids_it_cannot_play(name):
+    """--env-id rows: an unknown id, an id of the other family's scripts, and (gymnasium envs) spaces without a
+    policy."""
+    if name in ATARI:
+        other = "CartPole-v1 is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it"
+        return [
+            (dict(env_id="Pong"), "unknown Atari env id 'Pong'$"),
+            (dict(env_id="CartPole-v1"), f"^error: {re.escape(f'{other} ({name}.py plays Atari)')}$"),
+        ]
+    other = "is an Atari game, learned from pixels: ppo_atari.py, dqn_atari.py or rainbow_atari.py run it"
+    return [
+        (dict(env_id="CartPole-v7"), "unknown env id 'CartPole-v7'; did you mean CartPole-v1"),
+        (dict(env_id="BreakoutNoFrameskip-v4"), f"^error: BreakoutNoFrameskip-v4 {re.escape(other)}$"),
+        (dict(env_id="EveryScriptMultiDiscreteTest-v0"), f"action space MultiDiscrete; {name}.py handles Discrete"),
+        (dict(env_id="FrozenLake-v1"), rf"observation space Discrete\(16\); {name}.py needs a flat Box"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name,flags,message",
+    [
+        pytest.param(name, flags, message, id=f"{name}-" + ",".join(f"{k}={v}" for k, v in flags.items()))
+        for name in SCRIPTS
+        for flags, message in SHARED_FLAGS + env_ids_it_cannot_play(name)
+    ],
+)
+def test_bad_input_fails_before_training(in_tmp, name, flags, message):
+    assert_fails_before_training(name, flags, message)
+
+
+# each script's command line: a mistake it catches, and the one line it prints (stderr, exit 1, nothing written)
+COMMAND_LINE = {
+    "reinforce": ("--env-id Acrobat-v1", re.escape("error: unknown env id 'Acrobat-v1'; did you mean Acrobot-v1?")),
+    "natural_pg": ("--epsilon -1", re.escape("error: --epsilon must be positive (the size of the step), got -1.0")),
+    "trpo": ("--max-kl -1", re.escape("error: --max-kl must be positive (delta, the bound on the KL), got -1.0")),
+    "ppo_atari": (
+        "--num-envs 3 --num-steps 5",
+        re.escape("error: --num-minibatches 4 does not divide the batch of 15 (--num-envs 3 x --num-steps 5)"),
+    ),
+    # the replay memory checked against this machine's memory (no stub): 10^11 transitions fit nowhere
+    "dqn_atari": (
+        "--buffer-size 100000000000",
+        r"error: the replay memory needs 706100\.00 GB \(100,000,000,000 transitions x 7,061 bytes\) but [\d.]+ GB "
+        r"is available \(MemAvailable\), 1 GiB of it kept for the rest of the run; use --buffer-size [\d,]+ or less",
+    ),
+    "rainbow_atari": (
+        "--buffer-size 100000000000",
+        r"error: the replay memory needs 707700\.00 GB \(100,000,000,000 transitions x 7,077 bytes\) but [\d.]+ GB "
+        r"is available \(MemAvailable\), 1 GiB of it kept for the rest of the run; use --buffer-size [\d,]+ or less",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_bad_input_on_the_command_line_prints_one_line(in_tmp, name):
+    argv, line = COMMAND_LINE[name]
+    cmd = [sys.executable, os.path.join(ROOT, f"{name}.py"), *argv.split()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    (printed,) = out.stderr.strip().splitlines()
+    assert re.fullmatch(line, printed), printed
+    assert not os.path.exists("runs")
 
 
 # ---------------------------------------------------------------- checkpoints that cannot be evaluated

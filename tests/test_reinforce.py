@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, assert_learns
+from conftest import ROOT, assert_fails_before_training, assert_learns
 
 import reinforce as rf
 
@@ -62,12 +62,7 @@ class RecordingBoxEnv(gym.Env):
         return np.zeros(2, np.float32), -float(np.sum(np.square(action))), self.t >= 5, False, {}
 
 
-class MultiDiscreteEnv(RecordingBoxEnv):
-    action_space = gym.spaces.MultiDiscrete([2, 3])
-
-
 gym.register("RecordingBox-v0", entry_point=RecordingBoxEnv)
-gym.register("MultiDiscreteTest-v0", entry_point=MultiDiscreteEnv)
 
 
 # ---------------------------------------------------------------- the math against naive loops
@@ -348,27 +343,17 @@ def test_learns_cartpole(in_tmp, seed):
 # ---------------------------------------------------------------- bad input: one line, before training
 
 BAD = [
-    (dict(num_envs=0), "--num-envs must be positive"),
     (dict(episodes_per_update=0), "--episodes-per-update must be positive"),
-    (dict(total_timesteps=0), "--total-timesteps must be positive"),
     (dict(vf_iters=-1), "--vf-iters must be positive"),
-    (dict(eval_episodes=-1), "--eval-episodes must be 0 or more"),
-    (dict(gamma=0.0), "--gamma"),
     (dict(learning_rate=-1.0), "--learning-rate"),
     (dict(baseline="median"), "--baseline must be none, mean or value"),
-    (dict(env_id="CartPole-v7"), "unknown env id 'CartPole-v7'; did you mean CartPole-v1"),
     (dict(env_id="Kartpole"), "unknown env id"),
-    (dict(env_id="MultiDiscreteTest-v0"), "action space MultiDiscrete; reinforce.py handles Discrete"),
-    (dict(env_id="FrozenLake-v1"), "observation space Discrete"),
 ]
 
 
 @pytest.mark.parametrize("overrides,message", BAD)
 def test_bad_input_fails_before_training(in_tmp, overrides, message):
-    with pytest.raises(SystemExit, match=message) as e:
-        rf.train(rf.Args(**{**TINY, **overrides}))
-    assert str(e.value).startswith("error: ") and "\n" not in str(e.value)
-    assert not os.path.exists("runs"), "nothing may be written before the input is checked"
+    assert_fails_before_training("reinforce", overrides, message)
 
 
 def test_missing_mujoco_fails_in_one_line(in_tmp, monkeypatch):
@@ -378,13 +363,6 @@ def test_missing_mujoco_fails_in_one_line(in_tmp, monkeypatch):
     with pytest.raises(SystemExit, match=r"cannot make HalfCheetah-v5: DependencyNotInstalled: .*mujoco") as e:
         rf.train(rf.Args(**{**TINY, "env_id": "HalfCheetah-v5"}))
     assert "\n" not in str(e.value)
-
-
-def test_bad_input_on_the_command_line_prints_one_line(in_tmp):
-    cmd = [sys.executable, os.path.join(ROOT, "reinforce.py"), "--env-id", "Acrobat-v1"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1
-    assert out.stderr.strip().splitlines() == ["error: unknown env id 'Acrobat-v1'; did you mean Acrobot-v1?"]
 
 
 # ---------------------------------------------------------------- end to end

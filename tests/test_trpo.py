@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, assert_learns
+from conftest import ROOT, assert_fails_before_training, assert_learns
 from torch.distributions import Categorical, Normal, kl_divergence
 from torch.func import functional_call
 
@@ -51,16 +51,7 @@ class ConstantRewardEnv(gym.Env):
         return self.np_random.uniform(-1, 1, 2).astype(np.float32), 2.0, False, False, {}
 
 
-class MultiDiscreteEnv(gym.Env):
-    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    action_space = gym.spaces.MultiDiscrete([2, 3])
-
-    def __init__(self, render_mode=None):
-        self.render_mode = render_mode
-
-
 gym.register("TRPOConstantRewardTest-v0", entry_point=ConstantRewardEnv, max_episode_steps=5)
-gym.register("TRPOMultiDiscreteTest-v0", entry_point=MultiDiscreteEnv)
 
 
 # ---------------------------------------------------------------- a small float64 policy and dense references
@@ -350,41 +341,22 @@ BAD = [
     (dict(backtrack_iters=0), "--backtrack-iters must be positive"),
     (dict(backtrack_coef=1.0), "--backtrack-coef must be between 0 and 1"),
     (dict(backtrack_coef=0.0), "--backtrack-coef must be between 0 and 1"),
-    (dict(num_envs=0), "--num-envs must be positive"),
     (dict(num_steps=-5), "--num-steps must be positive"),
     (dict(num_envs=1, num_steps=1, total_timesteps=1), "a batch needs at least 2 steps"),
-    (dict(total_timesteps=0), "--total-timesteps must be positive"),
     (
         dict(total_timesteps=100),
         r"--total-timesteps 100 is less than one batch \(128 = --num-envs 2 x --num-steps 64\)",
     ),
     (dict(vf_epochs=0), "--vf-epochs must be positive"),
     (dict(vf_minibatch_size=0), "--vf-minibatch-size must be positive"),
-    (dict(eval_episodes=-1), "--eval-episodes must be 0 or more"),
-    (dict(gamma=0.0), "--gamma"),
     (dict(gae_lambda=1.5), "--gae-lambda"),
     (dict(vf_learning_rate=0.0), "--vf-learning-rate"),
-    (dict(env_id="CartPole-v7"), "unknown env id 'CartPole-v7'; did you mean CartPole-v1"),
-    (dict(env_id="TRPOMultiDiscreteTest-v0"), "action space MultiDiscrete; trpo.py handles Discrete"),
-    (dict(env_id="FrozenLake-v1"), "observation space Discrete"),
 ]
 
 
 @pytest.mark.parametrize("overrides,message", BAD)
 def test_bad_input_fails_before_training(in_tmp, overrides, message):
-    with pytest.raises(SystemExit, match=message) as e:
-        trpo.train(trpo.Args(**{**TINY, **overrides}))
-    assert str(e.value).startswith("error: ") and "\n" not in str(e.value)
-    assert not os.path.exists("runs"), "nothing may be written before the input is checked"
-
-
-def test_bad_input_on_the_command_line_prints_one_line(in_tmp):
-    cmd = [sys.executable, os.path.join(ROOT, "trpo.py"), "--max-kl", "-1"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1
-    assert out.stderr.strip().splitlines() == [
-        "error: --max-kl must be positive (delta, the bound on the KL), got -1.0"
-    ]
+    assert_fails_before_training("trpo", overrides, message)
 
 
 def test_mujoco_env_without_mujoco_says_what_is_missing(in_tmp, monkeypatch):
