@@ -265,14 +265,6 @@ def test_train_save_evaluate_and_video(in_tmp):
     # epsilon 1 throughout: an untrained greedy policy may never press FIRE, and games would not end
     flags = {"save_model": True, "eval_episodes": 1, "capture_video": True, "end_e": 1.0}
     run_dir = dqn.train(dqn.Args(**{**TINY, **flags}))
-    assert sorted(os.listdir(run_dir)) == [
-        "args.json",
-        "checkpoint.pt",
-        "dqn_atari.pt",
-        "metrics.csv",
-        "replay-600.pt",
-        "videos",
-    ]
     metrics = {row["metric"] for row in read_metrics(run_dir, skip=())}
     for name in ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/epsilon"]:
         assert name in metrics

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import glob
 import importlib
+import json
 import os
 import re
 import subprocess
@@ -51,11 +52,60 @@ def test_same_seed_same_metrics_other_seed_other_metrics(in_tmp, name):
     assert first != other
 
 
-@pytest.mark.parametrize("name", SCRIPTS)
-def test_track_writes_an_offline_wandb_run(in_tmp, monkeypatch, name):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    run_dir = train(name, track=True, wandb_project_name=f"{name}-test")
+# ---------------------------------------------------------------- the run folder
+
+
+@pytest.fixture(scope="module", params=SCRIPTS)
+def tracked_run(request, tmp_path_factory):
+    """One tiny run of each script, with --track (offline), --save-model and --exp-name mine, for the tests that
+    read its folder: (script, run folder, Args)."""
+    name = request.param
+    module = importlib.import_module(name)
+    args = module.Args(**{**TINY_RUNS[name], "track": True, "wandb_project_name": f"{name}-test"})
+    args = dataclasses.replace(args, save_model=True, exp_name="mine")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(tmp_path_factory.mktemp(name))
+        monkeypatch.setenv("WANDB_MODE", "offline")
+        return name, os.path.abspath(module.train(args)), args
+
+
+def test_track_writes_an_offline_wandb_run(tracked_run):
+    _, run_dir, _ = tracked_run
     assert glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "run-*.wandb"))
+
+
+def test_the_run_folder_holds_the_flags_metrics_checkpoint_and_model(tracked_run):
+    """runs/<env>__<exp-name>__<seed>__<time>/: args.json (every flag), metrics.csv, checkpoint.pt (and the replay
+    memory it names), the model as <exp-name>.pt, wandb/; nothing else."""
+    name, run_dir, args = tracked_run
+    assert re.fullmatch(rf"{re.escape(args.env_id)}__mine__1__\d{{10}}(~\d+)?", os.path.basename(run_dir))
+    checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
+    assert checkpoint["global_step"] >= args.total_timesteps  # the final one (episode-batched scripts may go past)
+    replay = [f"replay-{checkpoint['global_step']}.pt"] if name in ("dqn_atari", "rainbow_atari") else []
+    assert checkpoint.get("replay_file") == (replay[0] if replay else None)
+    assert sorted(os.listdir(run_dir)) == sorted(
+        ["args.json", "checkpoint.pt", "metrics.csv", "mine.pt", "wandb", *replay]
+    )
+    with open(os.path.join(run_dir, "args.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(dataclasses.asdict(args)))
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        assert f.readline() == "global_step,metric,value\n" and len(f.readlines()) > 1
+    _, env_id = importlib.import_module(name).load_checkpoint(os.path.join(run_dir, "mine.pt"), torch.device("cpu"))
+    assert env_id == args.env_id
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_runs_started_in_the_same_second_get_their_own_folders(in_tmp, monkeypatch, name):
+    module = importlib.import_module(name)
+    monkeypatch.setattr(module.time, "time", lambda: 1_700_000_000.5)
+    runs = [module.Run(module.Args(**TINY_RUNS[name]), 100) for _ in range(3)]
+    for i, run in enumerate(runs):
+        run.log(i, {"charts/x": float(i)})
+        run.close()
+    dirs = [run.dir for run in runs]
+    assert len(set(dirs)) == 3 and dirs[0].endswith("__1700000000") and dirs[2].endswith("~3")
+    for i, d in enumerate(dirs):
+        assert open(os.path.join(d, "metrics.csv")).read().splitlines()[1:] == [f"{i},charts/x,{float(i)}"]
 
 
 # ---------------------------------------------------------------- bad input: one line, before training

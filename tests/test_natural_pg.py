@@ -285,7 +285,6 @@ def test_bad_input_fails_before_training(in_tmp, overrides, message):
 
 def test_train_save_and_evaluate_from_the_checkpoint(in_tmp):
     run_dir = npg.train(npg.Args(**{**TINY, "total_timesteps": 1000, "save_model": True, "eval_episodes": 2}))
-    assert sorted(os.listdir(run_dir)) == ["args.json", "checkpoint.pt", "metrics.csv", "natural_pg.pt"]
     metrics = {row["metric"] for row in read_metrics(run_dir, skip=())}
     for name in ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "eval/episodic_return"]:
         assert name in metrics

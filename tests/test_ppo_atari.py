@@ -196,7 +196,6 @@ def test_train_save_evaluate_and_video(in_tmp):
     run_dir = ppo.train(
         ppo.Args(**{**TINY, "total_timesteps": 768, "save_model": True, "eval_episodes": 1, "capture_video": True})
     )
-    assert sorted(os.listdir(run_dir)) == ["args.json", "checkpoint.pt", "metrics.csv", "ppo_atari.pt", "videos"]
     metrics = {row["metric"] for row in read_metrics(run_dir, skip=())}
     for name in ["charts/episodic_return", "charts/SPS", "losses/policy_loss", "losses/value_loss", "losses/entropy"]:
         assert name in metrics
@@ -218,16 +217,3 @@ def test_learning_rate_is_annealed_linearly(in_tmp):
     run_dir = ppo.train(ppo.Args(**{**TINY, "total_timesteps": 512, "learning_rate": 1e-3}))
     lrs = [float(r["value"]) for r in read_metrics(run_dir) if r["metric"] == "charts/learning_rate"]
     np.testing.assert_allclose(lrs, [1e-3, 0.75e-3, 0.5e-3, 0.25e-3])
-
-
-def test_runs_started_in_the_same_second_get_their_own_folders(in_tmp, monkeypatch):
-    monkeypatch.setattr(ppo.time, "time", lambda: 1_700_000_000.5)
-    args = ppo.Args(**TINY)
-    runs = [ppo.Run(args, 100) for _ in range(3)]
-    for i, run in enumerate(runs):
-        run.log(i, {"charts/x": float(i)})
-        run.close()
-    dirs = [run.dir for run in runs]
-    assert len(set(dirs)) == 3 and dirs[0].endswith("__1700000000") and dirs[2].endswith("~3")
-    for i, d in enumerate(dirs):
-        assert open(os.path.join(d, "metrics.csv")).read().splitlines()[1:] == [f"{i},charts/x,{float(i)}"]

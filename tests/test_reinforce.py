@@ -370,7 +370,6 @@ def test_missing_mujoco_fails_in_one_line(in_tmp, monkeypatch):
 
 def test_train_save_and_evaluate_from_the_checkpoint(in_tmp):
     run_dir = rf.train(rf.Args(**{**TINY, "total_timesteps": 2000, "save_model": True, "eval_episodes": 2}))
-    assert sorted(os.listdir(run_dir)) == ["args.json", "checkpoint.pt", "metrics.csv", "reinforce.pt"]
     metrics = {row["metric"] for row in read_metrics(run_dir, skip=())}
     for name in ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "eval/episodic_return"]:
         assert name in metrics

@@ -383,8 +383,6 @@ def test_mujoco_video_without_a_display_says_what_to_do(in_tmp, monkeypatch):
 
 def test_train_save_and_evaluate_from_the_checkpoint(in_tmp):
     run_dir = trpo.train(trpo.Args(**{**TINY, "save_model": True, "eval_episodes": 2, "exp_name": "mine"}))
-    assert os.path.basename(run_dir).startswith("CartPole-v1__mine__1__")
-    assert sorted(os.listdir(run_dir)) == ["args.json", "checkpoint.pt", "metrics.csv", "mine.pt"]
     metrics = {row["metric"] for row in read_metrics(run_dir, skip=())}
     expected = ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "eval/episodic_return"]
     expected += ["losses/kl", "losses/backtracks", "losses/step_accepted", "losses/surrogate_gain"]
