@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -90,8 +91,34 @@ def test_the_run_folder_holds_the_flags_metrics_checkpoint_and_model(tracked_run
         assert json.load(f) == json.loads(json.dumps(dataclasses.asdict(args)))
     with open(os.path.join(run_dir, "metrics.csv")) as f:
         assert f.readline() == "global_step,metric,value\n" and len(f.readlines()) > 1
-    _, env_id = importlib.import_module(name).load_checkpoint(os.path.join(run_dir, "mine.pt"), torch.device("cpu"))
+    module = importlib.import_module(name)
+    _, env_id = module.load_checkpoint(os.path.join(run_dir, "mine.pt"), torch.device("cpu"))
     assert env_id == args.env_id
+    assert module.Args().exp_name == name  # by default runs/<env>__<script>__..., the model <script>.pt
+
+
+# what else a script's evaluation of the saved model is given on the command line
+EVAL_FLAGS = {
+    "rainbow_atari": ["--eval-epsilon", "1"],  # an untrained greedy policy may never press FIRE: no game would end
+    "trpo": ["--eval-deterministic"],
+}
+
+
+def test_eval_checkpoint_on_the_command_line_plays_the_saved_model(tracked_run, tmp_path):
+    """The saved model, evaluated by the script's command line: the mean line, and scores.csv and summary.json in a
+    new eval-<time>/ folder beside the model."""
+    name, run_dir, args = tracked_run
+    model = shutil.copy(os.path.join(run_dir, "mine.pt"), tmp_path)  # the eval folder goes beside it, not in the run
+    cmd = [sys.executable, os.path.join(ROOT, f"{name}.py"), "--eval-checkpoint", model, "--eval-episodes", "2"]
+    out = subprocess.run([*cmd, *EVAL_FLAGS.get(name, [])], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    unit = "games" if name in ATARI else "episodes"
+    assert f"{args.env_id}: mean return" in out.stdout and f"over 2 {unit}" in out.stdout, out.stdout
+    (folder,) = glob.glob(os.path.join(tmp_path, "eval-*"))
+    with open(os.path.join(folder, "scores.csv")) as f:
+        assert len(list(csv.DictReader(f))) == 2
+    with open(os.path.join(folder, "summary.json")) as f:
+        assert json.load(f)["games"] == 2
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

@@ -3,13 +3,11 @@
 import csv
 import dataclasses
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, assert_fails_before_training, assert_learns
+from conftest import assert_fails_before_training, assert_learns
 from torch.func import functional_call
 
 import natural_pg as npg
@@ -272,18 +270,13 @@ def test_bad_input_fails_before_training(in_tmp, overrides, message):
 # ---------------------------------------------------------------- end to end
 
 
-def test_train_save_and_evaluate_from_the_checkpoint(in_tmp):
-    run_dir = npg.train(npg.Args(**{**TINY, "total_timesteps": 1000, "save_model": True, "eval_episodes": 2}))
+def test_train_and_evaluate_log_every_metric(in_tmp):
+    run_dir = npg.train(npg.Args(**{**TINY, "total_timesteps": 1000, "eval_episodes": 2}))
     metrics = {row["metric"] for row in read_metrics(run_dir, skip=())}
     for name in ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "eval/episodic_return"]:
         assert name in metrics
     for name in ["losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/kl", "losses/step_norm"]:
         assert name in metrics
-    checkpoint = os.path.join(run_dir, "natural_pg.pt")
-    cmd = [sys.executable, os.path.join(ROOT, "natural_pg.py"), "--eval-checkpoint", checkpoint, "--eval-episodes", "2"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    assert "CartPole-v1: mean return" in out.stdout and "over 2 episodes" in out.stdout
 
 
 @pytest.mark.parametrize("fisher", ["cg", "exact"])

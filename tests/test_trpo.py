@@ -5,14 +5,12 @@ import copy
 import csv
 import dataclasses
 import os
-import subprocess
-import sys
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, assert_fails_before_training, assert_learns
+from conftest import assert_fails_before_training, assert_learns
 from torch.distributions import Categorical, Normal, kl_divergence
 from torch.func import functional_call
 
@@ -361,19 +359,14 @@ def test_mujoco_video_without_a_display_says_what_to_do(in_tmp, monkeypatch):
 # ---------------------------------------------------------------- end to end
 
 
-def test_train_save_and_evaluate_from_the_checkpoint(in_tmp):
-    run_dir = trpo.train(trpo.Args(**{**TINY, "save_model": True, "eval_episodes": 2, "exp_name": "mine"}))
+def test_train_and_evaluate_log_every_metric(in_tmp):
+    run_dir = trpo.train(trpo.Args(**{**TINY, "eval_episodes": 2}))
     metrics = {row["metric"] for row in read_metrics(run_dir, skip=())}
     expected = ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "eval/episodic_return"]
     expected += ["losses/kl", "losses/backtracks", "losses/step_accepted", "losses/surrogate_gain"]
     expected += ["losses/entropy", "losses/value_loss", "losses/explained_variance"]
     assert set(expected) == metrics
     assert len(values_of(run_dir, "eval/episodic_return")) == 2
-    checkpoint = os.path.join(run_dir, "mine.pt")
-    cmd = [sys.executable, os.path.join(ROOT, "trpo.py"), "--eval-checkpoint", checkpoint, "--eval-episodes", "2"]
-    out = subprocess.run(cmd + ["--eval-deterministic"], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    assert "CartPole-v1: mean return" in out.stdout and "over 2 episodes" in out.stdout
 
 
 def test_batches_and_total_timesteps(in_tmp):
