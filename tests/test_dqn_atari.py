@@ -1,7 +1,6 @@
 """dqn_atari.py: the replay memory against the env's own observations, the math against naive
 references, the memory check, and the user's view."""
 
-import csv
 import dataclasses
 import functools
 import glob
@@ -12,16 +11,11 @@ import numpy as np
 import pytest
 import torch
 from ale_py.vector_env import AtariVectorEnv
-from conftest import assert_fails_before_training
+from conftest import TINY_RUNS, assert_fails_before_training, read_metrics
 
 import dqn_atari as dqn
 
-TINY = dict(total_timesteps=600, learning_starts=200, buffer_size=1000, target_network_frequency=100, eval_episodes=0)
-
-
-def read_metrics(run_dir, skip=("charts/SPS",)):
-    with open(os.path.join(run_dir, "metrics.csv")) as f:
-        return [row for row in csv.DictReader(f) if row["metric"] not in skip]
+TINY = TINY_RUNS["dqn_atari"]
 
 
 # ---------------------------------------------------------------- the replay memory against the env

@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_RUNS, assert_fails_before_training
+from conftest import ROOT, TINY_RUNS, assert_fails_before_training, read_metrics, train
 
 SCRIPTS = list(TINY_RUNS)
 ATARI = ["ppo_atari", "dqn_atari", "rainbow_atari"]  # the others play gymnasium's classic-control and MuJoCo envs
@@ -24,16 +24,6 @@ SAME_SEED = {
     "dqn_atari": (dict(num_envs=2, loss="huber"), "losses/td_loss"),  # --num-envs > 1 and the Huber loss
     "rainbow_atari": (dict(num_envs=2, total_timesteps=240), "losses/cross_entropy"),  # --num-envs > 1
 }
-
-
-def train(name, **flags):
-    module = importlib.import_module(name)
-    return module.train(module.Args(**{**TINY_RUNS[name], **flags}))
-
-
-def read_metrics(run_dir, skip=("charts/SPS",)):
-    with open(os.path.join(run_dir, "metrics.csv")) as f:
-        return [row for row in csv.DictReader(f) if row["metric"] not in skip]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

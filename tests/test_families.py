@@ -9,15 +9,10 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_RUNS
+from conftest import train
 
 CONJUGATE_GRADIENT = ["natural_pg", "trpo"]  # the scripts that carry the family conjugate-gradient block
 GYMNASIUM = ["reinforce", "natural_pg", "trpo"]  # the scripts that play classic-control and MuJoCo envs
-
-
-def train(name, **flags):
-    module = importlib.import_module(name)
-    return module.train(module.Args(**{**TINY_RUNS[name], **flags}))
 
 
 # ---------------------------------------------------------------- the conjugate gradient

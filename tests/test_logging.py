@@ -14,15 +14,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY_RUNS
+from conftest import ROOT, TINY_RUNS, train
 
-TINY = TINY_RUNS
-SCRIPTS = list(TINY)
-
-
-def train(name, **flags):
-    module = importlib.import_module(name)
-    return module.train(module.Args(**{**TINY[name], **flags}))
+SCRIPTS = list(TINY_RUNS)
 
 
 def metrics(run_dir):

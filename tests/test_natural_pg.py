@@ -1,27 +1,17 @@
 """natural_pg.py: the Fisher, CG and the two steps against dense naive references, and the user's view."""
 
-import csv
 import dataclasses
 import os
 
 import numpy as np
 import pytest
 import torch
-from conftest import assert_fails_before_training, assert_learns
+from conftest import TINY_RUNS, assert_fails_before_training, assert_learns, read_metrics, values_of
 from torch.func import functional_call
 
 import natural_pg as npg
 
-TINY = dict(num_envs=2, episodes_per_update=4, total_timesteps=300, eval_episodes=0, vf_iters=5)
-
-
-def read_metrics(run_dir, skip=("charts/SPS",)):
-    with open(os.path.join(run_dir, "metrics.csv")) as f:
-        return [row for row in csv.DictReader(f) if row["metric"] not in skip]
-
-
-def values_of(run_dir, metric):
-    return [float(r["value"]) for r in read_metrics(run_dir) if r["metric"] == metric]
+TINY = TINY_RUNS["natural_pg"]
 
 
 # ---------------------------------------------------------------- a small policy and dense references

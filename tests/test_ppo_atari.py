@@ -1,22 +1,16 @@
 """ppo_atari.py: the math against naive references, the env's behaviour it relies on, and the user's view."""
 
-import csv
 import glob
 import os
 
 import numpy as np
 import pytest
 import torch
-from conftest import assert_fails_before_training
+from conftest import TINY_RUNS, assert_fails_before_training, read_metrics
 
 import ppo_atari as ppo
 
-TINY = dict(num_envs=2, num_steps=64, num_minibatches=2, update_epochs=2, total_timesteps=256, eval_episodes=0)
-
-
-def read_metrics(run_dir, skip=("charts/SPS",)):
-    with open(os.path.join(run_dir, "metrics.csv")) as f:
-        return [row for row in csv.DictReader(f) if row["metric"] not in skip]
+TINY = TINY_RUNS["ppo_atari"]
 
 
 # ---------------------------------------------------------------- the math

@@ -1,7 +1,6 @@
 """rainbow_atari.py: the replay memory's n-step transitions against the env's own observations, the sum tree, the
 six components' math against naive references written here, and the user's view (switches, presets, errors)."""
 
-import csv
 import dataclasses
 import functools
 import glob
@@ -13,20 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from ale_py.vector_env import AtariVectorEnv
-from conftest import assert_fails_before_training
+from conftest import TINY_RUNS, assert_fails_before_training, read_metrics
 
 import rainbow_atari as rb
 
 # a few hundred steps, one update per step from step 100 on, DER's small network: seconds per run
-TINY = dict(
-    total_timesteps=300,
-    learning_starts=100,
-    train_frequency=1,
-    buffer_size=1000,
-    target_network_frequency=100,
-    eval_episodes=0,
-    network="der",
-)
+TINY = TINY_RUNS["rainbow_atari"]
 N_STEP, GAMMA = 4, 0.9
 
 
@@ -38,11 +29,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def read_metrics(run_dir, skip=("charts/SPS",)):
-    with open(os.path.join(run_dir, "metrics.csv")) as f:
-        return [row for row in csv.DictReader(f) if row["metric"] not in skip]
 
 
 # ---------------------------------------------------------------- the replay memory against the env

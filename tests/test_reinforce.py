@@ -1,6 +1,5 @@
 """reinforce.py: the estimator against closed-form gradients, the math against naive loops, and the user's view."""
 
-import csv
 import dataclasses
 import functools
 import os
@@ -9,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import assert_fails_before_training, assert_learns
+from conftest import TINY_RUNS, assert_fails_before_training, assert_learns, read_metrics, values_of
 
 import reinforce as rf
 
@@ -23,16 +22,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-TINY = dict(num_envs=2, episodes_per_update=4, total_timesteps=300, eval_episodes=0, vf_iters=5)
-
-
-def read_metrics(run_dir, skip=("charts/SPS",)):
-    with open(os.path.join(run_dir, "metrics.csv")) as f:
-        return [row for row in csv.DictReader(f) if row["metric"] not in skip]
-
-
-def values_of(run_dir, metric):
-    return [float(r["value"]) for r in read_metrics(run_dir) if r["metric"] == metric]
+TINY = TINY_RUNS["reinforce"]
 
 
 # ---------------------------------------------------------------- test envs with spaces the script must handle

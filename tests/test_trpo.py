@@ -2,7 +2,6 @@
 updates; and the user's view (flags, errors, run folder, checkpoints)."""
 
 import copy
-import csv
 import dataclasses
 import os
 
@@ -10,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import assert_fails_before_training, assert_learns
+from conftest import TINY_RUNS, assert_fails_before_training, assert_learns, read_metrics, values_of
 from torch.distributions import Categorical, Normal, kl_divergence
 from torch.func import functional_call
 
@@ -19,16 +18,7 @@ import trpo
 # tiny tensors: on the 2-core CI machine, busy, two threads made a 87x87 Hessian take 23 s instead of 0.12 s
 torch.set_num_threads(1)
 
-TINY = dict(num_envs=2, num_steps=64, total_timesteps=256, eval_episodes=0, vf_epochs=2)
-
-
-def read_metrics(run_dir, skip=("charts/SPS",)):
-    with open(os.path.join(run_dir, "metrics.csv")) as f:
-        return [row for row in csv.DictReader(f) if row["metric"] not in skip]
-
-
-def values_of(run_dir, metric):
-    return [float(r["value"]) for r in read_metrics(run_dir) if r["metric"] == metric]
+TINY = TINY_RUNS["trpo"]
 
 
 class ConstantRewardEnv(gym.Env):
