@@ -1,4 +1,5 @@
 import csv
+import importlib
 import os
 import sys
 
@@ -71,3 +72,29 @@ TINY_RUNS = {
         network="der",
     ),
 }
+
+
+def train(name, **flags):
+    """The tiny run of the script `name` with `flags` on top; returns the run folder."""
+    module = importlib.import_module(name)
+    return module.train(module.Args(**{**TINY_RUNS[name], **flags}))
+
+
+def read_metrics(run_dir, skip=("charts/SPS",)):
+    """The rows of the run's metrics.csv (global_step, metric, value, as text), less the metrics in `skip` (the
+    steps per second differ from run to run)."""
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        return [row for row in csv.DictReader(f) if row["metric"] not in skip]
+
+
+def values_of(run_dir, metric):
+    return [float(r["value"]) for r in read_metrics(run_dir) if r["metric"] == metric]
+
+
+def assert_fails_before_training(name, flags, message):
+    """train() of `name`'s tiny run with `flags` stops with a one-line error that matches `message` (re.search)
+    and has written nothing: no runs/ folder in the current directory (use the in_tmp fixture)."""
+    with pytest.raises(SystemExit, match=message) as e:
+        train(name, **flags)
+    assert str(e.value).startswith("error: ") and "\n" not in str(e.value), str(e.value)
+    assert not os.path.exists("runs"), "nothing may be written before the input is checked"

@@ -14,16 +14,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY_RUNS
+from conftest import ROOT, TINY_RUNS, train
 
-TINY = TINY_RUNS
-SCRIPTS = list(TINY)
-CLASSIC, ATARI = ["reinforce", "natural_pg", "trpo"], ["ppo_atari", "dqn_atari", "rainbow_atari"]
-
-
-def train(name, **flags):
-    module = importlib.import_module(name)
-    return module.train(module.Args(**{**TINY[name], **flags}))
+SCRIPTS = list(TINY_RUNS)
 
 
 def metrics(run_dir):
@@ -248,33 +241,6 @@ def test_a_long_evaluation_game_shows_progress(monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------- errors that fit the mistake
-
-
-@pytest.mark.parametrize("name", CLASSIC)
-def test_an_atari_id_in_a_classic_script_names_the_atari_scripts(in_tmp, name):
-    with pytest.raises(SystemExit) as e:
-        train(name, env_id="BreakoutNoFrameskip-v4")
-    assert str(e.value) == (
-        "error: BreakoutNoFrameskip-v4 is an Atari game, learned from pixels: "
-        "ppo_atari.py, dqn_atari.py or rainbow_atari.py run it"
-    )
-
-
-@pytest.mark.parametrize("name", ATARI)
-def test_a_classic_id_in_an_atari_script_names_the_classic_scripts(in_tmp, name):
-    with pytest.raises(SystemExit) as e:
-        train(name, env_id="CartPole-v1")
-    assert str(e.value) == (
-        "error: CartPole-v1 is not an Atari game: reinforce.py, natural_pg.py or trpo.py run it "
-        f"({name}.py plays Atari)"
-    )
-
-
-@pytest.mark.parametrize("name", SCRIPTS)
-def test_capture_video_without_evaluation_fails(in_tmp, name):
-    with pytest.raises(SystemExit, match=r"^error: --capture-video records the evaluation games, but --eval-episodes"):
-        train(name, capture_video=True, eval_episodes=0)
-    assert not os.path.exists("runs")
 
 
 def test_track_online_without_credentials_fails_before_the_run_folder(in_tmp):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, TINY_RUNS
+from conftest import ROOT, TINY_RUNS, train
 
 # a few seconds of training each, with a checkpoint at the end (and every few steps where asked)
 TINY = TINY_RUNS
@@ -40,11 +40,6 @@ NAN_AT = {
 
 def script(name):
     return importlib.import_module(name)
-
-
-def train(name, **flags):
-    module = script(name)
-    return module.train(module.Args(**{**TINY[name], **flags}))
 
 
 def read_rows(run_dir):

@@ -1,42 +1,17 @@
 """natural_pg.py: the Fisher, CG and the two steps against dense naive references, and the user's view."""
 
-import csv
 import dataclasses
-import glob
 import os
-import subprocess
-import sys
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, assert_learns
+from conftest import TINY_RUNS, assert_fails_before_training, assert_learns, read_metrics, values_of
 from torch.func import functional_call
 
 import natural_pg as npg
 
-TINY = dict(num_envs=2, episodes_per_update=4, total_timesteps=300, eval_episodes=0, vf_iters=5)
-
-
-def read_metrics(run_dir, skip=("charts/SPS",)):
-    with open(os.path.join(run_dir, "metrics.csv")) as f:
-        return [row for row in csv.DictReader(f) if row["metric"] not in skip]
-
-
-def values_of(run_dir, metric):
-    return [float(r["value"]) for r in read_metrics(run_dir) if r["metric"] == metric]
-
-
-class MultiDiscreteEnv(gym.Env):
-    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    action_space = gym.spaces.MultiDiscrete([2, 3])
-
-    def __init__(self, render_mode=None):
-        self.render_mode = render_mode
-
-
-gym.register("NaturalPGMultiDiscreteTest-v0", entry_point=MultiDiscreteEnv)
+TINY = TINY_RUNS["natural_pg"]
 
 
 # ---------------------------------------------------------------- a small policy and dense references
@@ -121,16 +96,6 @@ def test_fisher_vector_product_matches_the_explicit_matrix(discrete, damping):
         v = torch.randn(len(F), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
         got = npg.fisher_vector_product(kl_grad, agent.policy_params(), v, damping)
         torch.testing.assert_close(got, F @ v + damping * v, rtol=1e-8, atol=1e-10)
-
-
-def test_conjugate_gradient_solves_a_random_spd_system():
-    gen = torch.Generator().manual_seed(0)
-    Q = torch.linalg.qr(torch.randn(20, 20, dtype=torch.float64, generator=gen))[0]
-    A = Q @ torch.diag(torch.logspace(-1, 1, 20, dtype=torch.float64)) @ Q.T
-    b = torch.randn(20, dtype=torch.float64, generator=gen)
-    # n = 20 steps in exact arithmetic; in floating point the directions lose conjugacy, so give it 3n
-    torch.testing.assert_close(npg.conjugate_gradient(lambda v: A @ v, b, 60), torch.linalg.solve(A, b))
-    assert (npg.conjugate_gradient(lambda v: A @ v, b, 3) - torch.linalg.solve(A, b)).norm() > 1e-3
 
 
 def policy_gradient(agent, obs, seed=0):
@@ -281,74 +246,27 @@ BAD = [
     (dict(cg_iters=0), "--cg-iters must be positive"),
     (dict(metric="manhattan"), "--metric must be fisher or euclidean"),
     (dict(fisher="diagonal"), "--fisher must be cg or exact"),
-    (dict(num_envs=0), "--num-envs must be positive"),
     (dict(episodes_per_update=0), "--episodes-per-update must be positive"),
-    (dict(total_timesteps=0), "--total-timesteps must be positive"),
     (dict(vf_iters=-1), "--vf-iters must be positive"),
-    (dict(eval_episodes=-1), "--eval-episodes must be 0 or more"),
-    (dict(gamma=0.0), "--gamma"),
     (dict(vf_learning_rate=0.0), "--vf-learning-rate"),
-    (dict(env_id="CartPole-v7"), "unknown env id 'CartPole-v7'; did you mean CartPole-v1"),
-    (dict(env_id="NaturalPGMultiDiscreteTest-v0"), "action space MultiDiscrete; natural_pg.py handles Discrete"),
-    (dict(env_id="FrozenLake-v1"), "observation space Discrete"),
 ]
 
 
 @pytest.mark.parametrize("overrides,message", BAD)
 def test_bad_input_fails_before_training(in_tmp, overrides, message):
-    with pytest.raises(SystemExit, match=message) as e:
-        npg.train(npg.Args(**{**TINY, **overrides}))
-    assert str(e.value).startswith("error: ") and "\n" not in str(e.value)
-    assert not os.path.exists("runs"), "nothing may be written before the input is checked"
-
-
-def test_bad_input_on_the_command_line_prints_one_line(in_tmp):
-    cmd = [sys.executable, os.path.join(ROOT, "natural_pg.py"), "--epsilon", "-1"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1
-    assert out.stderr.strip().splitlines() == ["error: --epsilon must be positive (the size of the step), got -1.0"]
-
-
-def test_corrupt_foreign_and_mismatched_checkpoints(tmp_path):
-    cpu = torch.device("cpu")
-    garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(SystemExit, match="cannot read checkpoint"):
-        npg.load_checkpoint(str(garbage), cpu)
-    with pytest.raises(SystemExit, match="cannot read checkpoint"):
-        npg.load_checkpoint(str(tmp_path / "missing.pt"), cpu)
-    pickled = tmp_path / "code.pt"
-    torch.save({"model": {}, "evil": npg.Args()}, pickled)  # needs unpickling code
-    with pytest.raises(SystemExit, match="cannot read checkpoint"):
-        npg.load_checkpoint(str(pickled), cpu)
-    foreign = tmp_path / "foreign.pt"
-    torch.save({"q_net": {}}, foreign)
-    with pytest.raises(SystemExit, match="not a natural_pg.py checkpoint"):
-        npg.load_checkpoint(str(foreign), cpu)
-    mismatched = tmp_path / "mismatched.pt"
-    meta = dict(env_id="CartPole-v1", obs_dim=4, action_dim=2, discrete=True, normalize_obs=False)
-    torch.save({"model": npg.Agent(4, 3, True).state_dict(), **meta}, mismatched)
-    with pytest.raises(SystemExit, match="does not fit") as e:
-        npg.load_checkpoint(str(mismatched), cpu)
-    assert "\n" not in str(e.value)
+    assert_fails_before_training("natural_pg", overrides, message)
 
 
 # ---------------------------------------------------------------- end to end
 
 
-def test_train_save_and_evaluate_from_the_checkpoint(in_tmp):
-    run_dir = npg.train(npg.Args(**{**TINY, "total_timesteps": 1000, "save_model": True, "eval_episodes": 2}))
-    assert sorted(os.listdir(run_dir)) == ["args.json", "checkpoint.pt", "metrics.csv", "natural_pg.pt"]
+def test_train_and_evaluate_log_every_metric(in_tmp):
+    run_dir = npg.train(npg.Args(**{**TINY, "total_timesteps": 1000, "eval_episodes": 2}))
     metrics = {row["metric"] for row in read_metrics(run_dir, skip=())}
     for name in ["charts/episodic_return", "charts/episodic_length", "charts/SPS", "eval/episodic_return"]:
         assert name in metrics
     for name in ["losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/kl", "losses/step_norm"]:
         assert name in metrics
-    checkpoint = os.path.join(run_dir, "natural_pg.pt")
-    cmd = [sys.executable, os.path.join(ROOT, "natural_pg.py"), "--eval-checkpoint", checkpoint, "--eval-episodes", "2"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    assert "CartPole-v1: mean return" in out.stdout and "over 2 episodes" in out.stdout
 
 
 @pytest.mark.parametrize("fisher", ["cg", "exact"])
@@ -380,16 +298,3 @@ def test_the_algorithm_flags_change_the_run(in_tmp, flags):
     changed = read_metrics(npg.train(npg.Args(**{**TINY, **flags})))
     first_kl = lambda rows: [r["value"] for r in rows if r["metric"] == "losses/kl"][0]  # noqa: E731
     assert first_kl(default) != first_kl(changed)
-
-
-def test_capture_video_writes_mp4(in_tmp):
-    run_dir = npg.train(npg.Args(**{**TINY, "eval_episodes": 1, "capture_video": True}))
-    assert glob.glob(os.path.join(run_dir, "videos", "*.mp4"))
-
-
-def test_capture_video_without_pygame_says_what_is_missing(in_tmp, monkeypatch):
-    monkeypatch.setitem(sys.modules, "pygame", None)  # classic-control envs draw with pygame
-    args = npg.Args(**{**TINY, "eval_episodes": 1, "capture_video": True})
-    with pytest.raises(SystemExit, match=r"cannot make CartPole-v1: DependencyNotInstalled: pygame") as e:
-        npg.train(args)
-    assert "\n" not in str(e.value) and not os.path.exists("runs")
