@@ -437,6 +437,8 @@ def check_common(args) -> None:
     """The flags every script has, checked before anything is allocated."""
     if args.checkpoint_every < 0:
         fail(f"--checkpoint-every must be 0 (no checkpoints) or more, got {args.checkpoint_every}")
+    if args.eval_episodes < 0:
+        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
     if args.capture_video and args.eval_episodes == 0:
         fail("--capture-video records the evaluation games, but --eval-episodes is 0; give --eval-episodes 1 or more")
     if args.resume and args.eval_checkpoint:
@@ -964,8 +966,8 @@ def check_args(args: Args) -> None:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.target_network_frequency <= 0:
         fail(f"--target-network-frequency must be positive, got {args.target_network_frequency}")
-    if args.eval_episodes < 0 or args.learning_starts < 0:
-        fail("--eval-episodes and --learning-starts must be 0 or more")
+    if args.learning_starts < 0:
+        fail(f"--learning-starts must be 0 or more, got {args.learning_starts}")
     if args.buffer_size < max(args.batch_size, 5 * args.num_envs):
         fail(f"--buffer-size {args.buffer_size} must hold --batch-size transitions and 5 per env at least")
     if not (0 < args.gamma <= 1 and args.learning_rate > 0 and 0 < args.exploration_fraction <= 1):
@@ -1042,6 +1044,7 @@ if __name__ == "__main__":
     if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
         args = tyro.cli(Args, default=resume_defaults(args))
     if args.eval_checkpoint:
+        check_common(args)  # the flags every script checks (--resume cannot come with it)
         if args.eval_episodes <= 0:
             fail("--eval-episodes must be positive to evaluate a checkpoint")
         seed_everything(args.seed, args.torch_deterministic)

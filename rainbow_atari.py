@@ -648,6 +648,8 @@ def check_common(args) -> None:
     """The flags every script has, checked before anything is allocated."""
     if args.checkpoint_every < 0:
         fail(f"--checkpoint-every must be 0 (no checkpoints) or more, got {args.checkpoint_every}")
+    if args.eval_episodes < 0:
+        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
     if args.capture_video and args.eval_episodes == 0:
         fail("--capture-video records the evaluation games, but --eval-episodes is 0; give --eval-episodes 1 or more")
     if args.resume and args.eval_checkpoint:
@@ -1190,8 +1192,6 @@ def check_args(args: Args) -> None:
     for name in (*positive, "target_network_frequency"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.eval_episodes < 0:
-        fail("--eval-episodes must be 0 or more")
     if args.learning_starts < args.n_step * args.num_envs:
         fail("--learning-starts must be at least --n-step x --num-envs (a whole n-step transition stored per env)")
     if args.buffer_size < max(args.batch_size, (args.n_step + 5) * args.num_envs):
@@ -1273,6 +1273,7 @@ def check_fits(net, env: gym.Env, env_id: str) -> None:
 if __name__ == "__main__":
     args = parse_args()
     if args.eval_checkpoint:
+        check_common(args)  # the flags every script checks (--resume cannot come with it)
         if args.eval_episodes <= 0:
             fail("--eval-episodes must be positive to evaluate a checkpoint")
         seed_everything(args.seed, args.torch_deterministic)

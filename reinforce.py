@@ -416,6 +416,8 @@ def check_common(args) -> None:
     """The flags every script has, checked before anything is allocated."""
     if args.checkpoint_every < 0:
         fail(f"--checkpoint-every must be 0 (no checkpoints) or more, got {args.checkpoint_every}")
+    if args.eval_episodes < 0:
+        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
     if args.capture_video and args.eval_episodes == 0:
         fail("--capture-video records the evaluation games, but --eval-episodes is 0; give --eval-episodes 1 or more")
     if args.resume and args.eval_checkpoint:
@@ -946,8 +948,6 @@ def check_args(args: Args) -> tuple[int, int, bool]:
     for name in ("total_timesteps", "num_envs", "episodes_per_update", "vf_iters"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.eval_episodes < 0:
-        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
     if not (0 < args.gamma <= 1 and args.learning_rate > 0 and args.vf_learning_rate > 0):
         fail("need 0 < --gamma <= 1, --learning-rate > 0 and --vf-learning-rate > 0")
     if args.baseline not in ("none", "mean", "value"):
@@ -963,6 +963,7 @@ if __name__ == "__main__":
     if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
         args = tyro.cli(Args, default=resume_defaults(args))
     if args.eval_checkpoint:
+        check_common(args)  # the flags every script checks (--resume cannot come with it)
         if args.eval_episodes <= 0:
             fail("--eval-episodes must be positive to evaluate a checkpoint")
         seed_everything(args.seed, args.torch_deterministic)

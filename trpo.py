@@ -517,6 +517,8 @@ def check_common(args) -> None:
     """The flags every script has, checked before anything is allocated."""
     if args.checkpoint_every < 0:
         fail(f"--checkpoint-every must be 0 (no checkpoints) or more, got {args.checkpoint_every}")
+    if args.eval_episodes < 0:
+        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
     if args.capture_video and args.eval_episodes == 0:
         fail("--capture-video records the evaluation games, but --eval-episodes is 0; give --eval-episodes 1 or more")
     if args.resume and args.eval_checkpoint:
@@ -1070,8 +1072,6 @@ def check_args(args: Args) -> tuple[int, int, bool]:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.vf_minibatch_size <= 0:
         fail(f"--vf-minibatch-size must be positive, got {args.vf_minibatch_size}")
-    if args.eval_episodes < 0:
-        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
     batch_size = args.num_envs * args.num_steps
     if batch_size < 2:
         fail("a batch needs at least 2 steps (--num-envs x --num-steps)")
@@ -1099,6 +1099,7 @@ if __name__ == "__main__":
     if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
         args = tyro.cli(Args, default=resume_defaults(args))
     if args.eval_checkpoint:
+        check_common(args)  # the flags every script checks (--resume cannot come with it)
         if args.eval_episodes <= 0:
             fail("--eval-episodes must be positive to evaluate a checkpoint")
         seed_everything(args.seed, args.torch_deterministic)

@@ -111,6 +111,18 @@ def test_eval_checkpoint_on_the_command_line_plays_the_saved_model(tracked_run, 
         assert json.load(f)["games"] == 2
 
 
+def test_eval_checkpoint_with_resume_is_refused_on_the_command_line(tracked_run, tmp_path):
+    name, run_dir, _ = tracked_run
+    model = shutil.copy(os.path.join(run_dir, "mine.pt"), tmp_path)
+    cmd = [sys.executable, os.path.join(ROOT, f"{name}.py"), "--resume", run_dir, "--eval-checkpoint", model]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert (
+        out.returncode == 1
+        and out.stderr == "error: --resume trains on and --eval-checkpoint only evaluates; give one of them\n"
+    )
+    assert not glob.glob(os.path.join(tmp_path, "eval-*"))
+
+
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_runs_started_in_the_same_second_get_their_own_folders(in_tmp, monkeypatch, name):
     module = importlib.import_module(name)
@@ -148,7 +160,7 @@ SHARED_FLAGS = [
     (dict(resume="runs/x", eval_checkpoint="x.pt"), "--resume trains on and --eval-checkpoint only evaluates"),
     (dict(num_envs=0), "--num-envs must be positive, got 0"),
     (dict(total_timesteps=0), "--total-timesteps must be positive, got 0"),
-    (dict(eval_episodes=-1), "--eval-episodes (and --learning-starts )?must be 0 or more"),
+    (dict(eval_episodes=-1), "--eval-episodes must be 0 or more, got -1"),
     (dict(gamma=0.0), "0 < --gamma <= 1"),
     (dict(gamma=1.5), "0 < --gamma <= 1"),
 ]

@@ -15,8 +15,16 @@ from torch.func import functional_call
 
 import trpo
 
-# tiny tensors: on the 2-core CI machine, busy, two threads made a 87x87 Hessian take 23 s instead of 0.12 s
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread (on the 2-core CI machine, busy, two threads made a 87x87 Hessian take 23 s
+    instead of 0.12 s); the other test files get their threads back."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 TINY = TINY_RUNS["trpo"]
 
