@@ -673,7 +673,9 @@ class Run:
 
     def log(self, global_step: int, metrics: dict) -> None:
         """Numbers (or one-element tensors) at one step, to every sink: metrics.csv, TensorBoard, wandb."""
-        metrics = {name: float(value) for name, value in metrics.items()}
+        metrics = {
+            name: value.item() if isinstance(value, torch.Tensor) else float(value) for name, value in metrics.items()
+        }
         for name, value in metrics.items():
             if not math.isfinite(value):
                 self.stop_nonfinite(f"{name} is {value}", global_step)

@@ -5,11 +5,15 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# tiny networks and batches: one intra-op thread is faster than two on a small busy machine (the classic-control
+# scripts set one thread themselves); the learning tests' bounds were measured with one and with two
+torch.set_num_threads(1)
 
 
 @pytest.fixture
