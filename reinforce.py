@@ -321,7 +321,6 @@ def train(args: Args) -> str:
     obs_dim, action_dim, discrete = check_args(args)  # the sizes of the env's observations and actions
     seed_everything(args.seed, args.torch_deterministic)
     device = pick_device(args.cuda)
-    torch.set_num_threads(1)  # a 64-unit MLP: 2 threads ran 30x slower than 1 (reinforce.py, busy 2-core CPU)
     run = Run(args, args.total_timesteps)
 
     envs = make_envs(args.env_id, args.num_envs, args.seed)
@@ -961,6 +960,9 @@ def check_args(args: Args) -> tuple[int, int, bool]:
 
 
 if __name__ == "__main__":
+    # a 64-unit MLP: 2 threads ran 30x slower than 1 (reinforce.py, busy 2-core CPU); train() itself leaves the
+    # process's thread count alone (set it yourself in a notebook)
+    torch.set_num_threads(1)
     args = tyro.cli(Args)
     if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
         args = tyro.cli(Args, default=resume_defaults(args))

@@ -20,8 +20,8 @@ evaluates nor checkpoints):
   ppo:     defaults (8 envs x 128 steps), 24,576 steps; steady from step 2,048
   dqn:     26,000 steps, learning starts at 10,000, replay of 50,000, epsilon at 0.01 from step 5,200; from 12,000
   rainbow: 13,000 steps, learning starts at 5,000, replay of 20,000; steady from step 6,000
-A pair takes about 3.5 (ppo), 6.5 (dqn) and 5 (rainbow) minutes on a quiet 2-core AVX-512 CPU, twice that on an AVX2
-one (estimated from the rates in benchmarks/README.md); --repeats 2 of all three, about half an hour or an hour.
+A pair took 5.5 (ppo), 14 (dqn) and 11 (rainbow) minutes on a quiet 2-core AVX2 CPU (--repeats 2 of all three: 64
+minutes); expect about half that on an AVX-512 one.
 
 Prints and writes to benchmarks/results/all_vs_cleanrl.txt each rate and the ratio ours / CleanRL, with the command,
 date, machine (CPU model, SIMD flags, cores) and both sides' torch, gymnasium and ale-py. Run it with nothing else on

@@ -11,8 +11,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# the tests run side by side (-n auto), some in scripts of their own: OpenMP threads that spin while they wait
+# would take the cores from the others (the scripts started from here inherit this)
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 # tiny networks and batches: one intra-op thread is faster than two on a small busy machine (the classic-control
-# scripts set one thread themselves); the learning tests' bounds were measured with one and with two
+# scripts' command line sets one thread too; their train() leaves it to the caller); the learning tests' bounds were
+# measured with one and with two
 torch.set_num_threads(1)
 
 

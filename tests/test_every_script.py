@@ -49,7 +49,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(in_tmp, name):
 @pytest.fixture(scope="module", params=SCRIPTS)
 def tracked_run(request, tmp_path_factory):
     """One tiny run of each script, with --track (offline), --save-model and --exp-name mine, for the tests that
-    read its folder: (script, run folder, Args)."""
+    read its folder: (script, run folder, Args, the thread counts train() gave torch.set_num_threads)."""
     name = request.param
     module = importlib.import_module(name)
     args = module.Args(**{**TINY_RUNS[name], "track": True, "wandb_project_name": f"{name}-test"})
@@ -57,18 +57,26 @@ def tracked_run(request, tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.chdir(tmp_path_factory.mktemp(name))
         monkeypatch.setenv("WANDB_MODE", "offline")
-        return name, os.path.abspath(module.train(args)), args
+        threads_set = []
+        monkeypatch.setattr(torch, "set_num_threads", threads_set.append)
+        return name, os.path.abspath(module.train(args)), args, threads_set
+
+
+def test_train_leaves_the_thread_count_alone(tracked_run):
+    """train() may run in a notebook: the process's torch thread count is the caller's (the classic-control
+    scripts' command line sets one thread, outside train())."""
+    assert tracked_run[3] == []
 
 
 def test_track_writes_an_offline_wandb_run(tracked_run):
-    _, run_dir, _ = tracked_run
+    run_dir = tracked_run[1]
     assert glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "run-*.wandb"))
 
 
 def test_the_run_folder_holds_the_flags_metrics_checkpoint_and_model(tracked_run):
     """runs/<env>__<exp-name>__<seed>__<time>/: args.json (every flag), metrics.csv, checkpoint.pt (and the replay
     memory it names), the model as <exp-name>.pt, wandb/; nothing else."""
-    name, run_dir, args = tracked_run
+    name, run_dir, args, _ = tracked_run
     assert re.fullmatch(rf"{re.escape(args.env_id)}__mine__1__\d{{10}}(~\d+)?", os.path.basename(run_dir))
     checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
     assert checkpoint["global_step"] >= args.total_timesteps  # the final one (episode-batched scripts may go past)
@@ -97,7 +105,7 @@ EVAL_FLAGS = {
 def test_eval_checkpoint_on_the_command_line_plays_the_saved_model(tracked_run, tmp_path):
     """The saved model, evaluated by the script's command line: the mean line, and scores.csv and summary.json in a
     new eval-<time>/ folder beside the model."""
-    name, run_dir, args = tracked_run
+    name, run_dir, args, _ = tracked_run
     model = shutil.copy(os.path.join(run_dir, "mine.pt"), tmp_path)  # the eval folder goes beside it, not in the run
     cmd = [sys.executable, os.path.join(ROOT, f"{name}.py"), "--eval-checkpoint", model, "--eval-episodes", "2"]
     out = subprocess.run([*cmd, *EVAL_FLAGS.get(name, [])], capture_output=True, text=True, timeout=600)
@@ -112,7 +120,7 @@ def test_eval_checkpoint_on_the_command_line_plays_the_saved_model(tracked_run, 
 
 
 def test_eval_checkpoint_with_resume_is_refused_on_the_command_line(tracked_run, tmp_path):
-    name, run_dir, _ = tracked_run
+    name, run_dir = tracked_run[:2]
     model = shutil.copy(os.path.join(run_dir, "mine.pt"), tmp_path)
     cmd = [sys.executable, os.path.join(ROOT, f"{name}.py"), "--resume", run_dir, "--eval-checkpoint", model]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -15,7 +15,7 @@ import reinforce as rf
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny tensors: one intra-op thread, as train() sets; the other test files get their threads back."""
+    """Tiny tensors: one intra-op thread, as the command line sets; the other test files get their threads back."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
