@@ -6,6 +6,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch.distributions import Categorical, Normal, kl_divergence
+from torch.func import functional_call
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -14,9 +16,10 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # the tests run side by side (-n auto), some in scripts of their own: OpenMP threads that spin while they wait
 # would take the cores from the others (the scripts started from here inherit this)
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-# tiny networks and batches: one intra-op thread is faster than two on a small busy machine (the classic-control
-# scripts' command line sets one thread too; their train() leaves it to the caller); the learning tests' bounds were
-# measured with one and with two
+# tiny networks and batches: one intra-op thread for the whole session, faster than two on a small busy machine
+# (under load, one Rainbow switch test took 49 s with two, 12 s with one); the classic-control scripts' command line
+# sets one thread too, their train() leaves it to the caller; the learning tests' bounds were measured with one and
+# with two
 torch.set_num_threads(1)
 
 
@@ -106,3 +109,48 @@ def assert_fails_before_training(name, flags, message):
         train(name, **flags)
     assert str(e.value).startswith("error: ") and "\n" not in str(e.value), str(e.value)
     assert not os.path.exists("runs"), "nothing may be written before the input is checked"
+
+
+# ---------------------------------------------------------------- a small float64 policy of natural_pg.py or trpo.py
+
+
+def small_policy(module, discrete, seed=0, obs_dim=3, hidden=6, batch=40):
+    """A float64 policy of `module`'s Agent (natural_pg or trpo: the family policy-agent) with few parameters (~80),
+    away from uniform so that its Fisher is not special: (agent, states, pi_old's outputs, pi_old's log std or None
+    when discrete)."""
+    torch.manual_seed(seed)
+    agent = module.Agent(obs_dim, 3 if discrete else 2, discrete, hidden=hidden).double()
+    with torch.no_grad():
+        agent.actor[-1].weight.mul_(100.0)
+        if not discrete:
+            agent.log_std.copy_(torch.tensor([-0.5, 0.3]))
+    obs = torch.randn(batch, obs_dim, dtype=torch.float64)
+    with torch.no_grad():
+        old_out = agent.actor(obs)
+    old_log_std = None if discrete else agent.log_std.detach().clone()
+    return agent, obs, old_out, old_log_std
+
+
+def dense_fisher(agent, obs, old_out, old_log_std):
+    """F as the Hessian of theta -> mean KL(pi_old || pi_theta), the KL from torch.distributions, the Hessian by
+    torch.autograd.functional.hessian (theta: the actor's parameters, then the log std)."""
+    names = [n for n, _ in agent.actor.named_parameters()]
+    shapes = [p.shape for p in agent.actor.parameters()]
+
+    def kl(theta):
+        params, i = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            params[name] = theta[i : i + shape.numel()].reshape(shape)
+            i += shape.numel()
+        out = functional_call(agent.actor, params, (obs,))
+        if agent.discrete:
+            return kl_divergence(Categorical(logits=old_out), Categorical(logits=out)).mean()
+        return kl_divergence(Normal(old_out, old_log_std.exp()), Normal(out, theta[i:].exp())).sum(-1).mean()
+
+    theta = torch.nn.utils.parameters_to_vector(agent.policy_params()).detach()
+    return torch.autograd.functional.hessian(kl, theta)
+
+
+def kl_grad(module, agent, obs, old_out, old_log_std):
+    """grad_theta mean KL(pi_old || pi_theta), kept differentiable for Fisher-vector products."""
+    return module.flat_grad(agent.mean_kl(obs, old_out, old_log_std), agent.policy_params(), create_graph=True)

@@ -1,11 +1,9 @@
 """dqn_atari.py: the replay memory against the env's own observations, the math against naive
-references, the memory check, and the user's view."""
+references, and the user's view (the memory check is in test_families.py)."""
 
-import dataclasses
 import functools
 import glob
 import os
-import re
 
 import numpy as np
 import pytest
@@ -212,21 +210,6 @@ def test_network_shapes():
 
 
 # ---------------------------------------------------------------- refusing what cannot run
-
-
-def test_memory_check_refuses_with_numbers_and_a_size_that_fits(monkeypatch):
-    args = dqn.Args(buffer_size=1_000_000)
-    monkeypatch.setattr(dqn, "available_memory", lambda device: (2**30 + 5 * 10**9, "available (MemAvailable)"))
-    with pytest.raises(SystemExit) as e:
-        dqn.check_memory(args, (4, 84, 84))
-    message = str(e.value)
-    assert message.startswith("error: the replay memory needs 7.06 GB (1,000,000 transitions x 7,061 bytes)")
-    assert "6.07 GB is available" in message and "\n" not in message
-    fits = int(re.search(r"--buffer-size ([\d,]+) or less", message).group(1).replace(",", ""))
-    assert fits == 5 * 10**9 // 7061
-    dqn.check_memory(dataclasses.replace(args, buffer_size=fits), (4, 84, 84))  # the suggestion passes
-    with pytest.raises(SystemExit):
-        dqn.check_memory(dataclasses.replace(args, buffer_size=fits + 1), (4, 84, 84))
 
 
 BAD = [

@@ -6,8 +6,16 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUNS, assert_fails_before_training, assert_learns, read_metrics, values_of
-from torch.func import functional_call
+from conftest import (
+    TINY_RUNS,
+    assert_fails_before_training,
+    assert_learns,
+    dense_fisher,
+    kl_grad,
+    read_metrics,
+    small_policy,
+    values_of,
+)
 
 import natural_pg as npg
 
@@ -15,45 +23,8 @@ TINY = TINY_RUNS["natural_pg"]
 
 
 # ---------------------------------------------------------------- a small policy and dense references
-
-OBS_DIM, HIDDEN, B = 3, 6, 40
-
-
-def small_policy(discrete: bool, seed: int = 0):
-    """A float64 policy with few parameters (~80), its states and pi_old's outputs."""
-    torch.manual_seed(seed)
-    agent = npg.Agent(OBS_DIM, 3 if discrete else 2, discrete, hidden=HIDDEN).double()
-    with torch.no_grad():  # a policy away from uniform, so that F is not special
-        agent.actor[-1].weight.mul_(100.0)
-        if not discrete:
-            agent.log_std.copy_(torch.tensor([-0.5, 0.3]))
-    obs = torch.randn(B, OBS_DIM, dtype=torch.float64)
-    with torch.no_grad():
-        old_out = agent.actor(obs)
-    old_log_std = None if discrete else agent.log_std.detach().clone()
-    return agent, obs, old_out, old_log_std
-
-
-def flat_theta(agent):
-    return torch.nn.utils.parameters_to_vector(agent.policy_params()).detach()
-
-
-def kl_of_flat_theta(agent, obs, old_out, old_log_std):
-    """theta (flat) -> mean KL(pi_old || pi_theta), for torch.autograd.functional.hessian."""
-    names = [n for n, _ in agent.actor.named_parameters()]
-    shapes = [p.shape for p in agent.actor.parameters()]
-
-    def kl(theta):
-        params, i = {}, 0
-        for name, shape in zip(names, shapes, strict=True):
-            params[name] = theta[i : i + shape.numel()].reshape(shape)
-            i += shape.numel()
-        out = functional_call(agent.actor, params, (obs,))
-        if agent.discrete:
-            return npg.categorical_kl(old_out, out).mean()
-        return npg.gaussian_kl(old_out, old_log_std, out, theta[i:]).mean()
-
-    return kl
+# (small_policy, dense_fisher and kl_grad in conftest; the Fisher-vector product and CG on it, which natural_pg.py
+# shares with trpo.py, in test_families.py)
 
 
 def naive_categorical_fisher(agent, obs):
@@ -71,31 +42,12 @@ def naive_categorical_fisher(agent, obs):
 
 @pytest.mark.parametrize("discrete", [True, False])
 def test_fisher_from_score_vectors_is_the_hessian_of_the_kl(discrete):
-    agent, obs, old_out, old_log_std = small_policy(discrete)
+    agent, obs, old_out, old_log_std = small_policy(npg, discrete)
     F = npg.fisher_matrix(npg.fisher_score_vectors(agent, obs))
-    hessian = torch.autograd.functional.hessian(kl_of_flat_theta(agent, obs, old_out, old_log_std), flat_theta(agent))
-    torch.testing.assert_close(F, hessian, rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(F, dense_fisher(agent, obs, old_out, old_log_std), rtol=1e-7, atol=1e-10)
     if discrete:
         torch.testing.assert_close(F, naive_categorical_fisher(agent, obs), rtol=1e-9, atol=1e-12)
     assert torch.linalg.eigvalsh(F).max() > 1e-2, "a Fisher this small would make the comparison empty"
-
-
-def kl_grad_of(agent, obs, old_out, old_log_std):
-    kl = agent.mean_kl(obs, old_out, old_log_std)
-    return npg.flat_grad(kl, agent.policy_params(), create_graph=True)
-
-
-@pytest.mark.parametrize("discrete", [True, False])
-@pytest.mark.parametrize("damping", [0.0, 0.1])
-def test_fisher_vector_product_matches_the_explicit_matrix(discrete, damping):
-    agent, obs, old_out, old_log_std = small_policy(discrete)
-    F = npg.fisher_matrix(npg.fisher_score_vectors(agent, obs))
-    kl_grad = kl_grad_of(agent, obs, old_out, old_log_std)
-    torch.testing.assert_close(kl_grad, torch.zeros_like(kl_grad), atol=1e-12, rtol=0)  # KL is minimal at theta_old
-    for seed in range(3):
-        v = torch.randn(len(F), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-        got = npg.fisher_vector_product(kl_grad, agent.policy_params(), v, damping)
-        torch.testing.assert_close(got, F @ v + damping * v, rtol=1e-8, atol=1e-10)
 
 
 def policy_gradient(agent, obs, seed=0):
@@ -109,21 +61,6 @@ def policy_gradient(agent, obs, seed=0):
     return -npg.flat_grad(loss, agent.policy_params())
 
 
-@pytest.mark.parametrize("discrete", [True, False])
-def test_conjugate_gradient_matches_a_dense_solve_of_the_exact_fisher(discrete):
-    agent, obs, old_out, old_log_std = small_policy(discrete)
-    damping = 0.1
-    F = npg.fisher_matrix(npg.fisher_score_vectors(agent, obs)) + damping * torch.eye(len(flat_theta(agent)))
-    grad_U = policy_gradient(agent, obs)
-    kl_grad = kl_grad_of(agent, obs, old_out, old_log_std)
-    fvp = lambda v: npg.fisher_vector_product(kl_grad, agent.policy_params(), v, damping)  # noqa: E731
-    exact = torch.linalg.solve(F, grad_U)
-    torch.testing.assert_close(npg.conjugate_gradient(fvp, grad_U, len(grad_U)), exact, rtol=1e-6, atol=1e-8)
-    # the script's 10 iterations already give the direction to within a few percent
-    u10 = npg.conjugate_gradient(fvp, grad_U, 10)
-    assert torch.nn.functional.cosine_similarity(u10, exact, dim=0) > 0.97
-
-
 def apply_step(agent, step):
     with torch.no_grad():
         theta = torch.nn.utils.parameters_to_vector(agent.policy_params())
@@ -133,7 +70,7 @@ def apply_step(agent, step):
 @pytest.mark.parametrize("discrete", [True, False])
 @pytest.mark.parametrize("solver", ["exact", "cg"])
 def test_natural_step_moves_the_policy_by_epsilon(discrete, solver):
-    agent, obs, old_out, old_log_std = small_policy(discrete)
+    agent, obs, old_out, old_log_std = small_policy(npg, discrete)
     epsilon, damping = 1e-6, 1e-3
     F = npg.fisher_matrix(npg.fisher_score_vectors(agent, obs))
     F_damped = F + damping * torch.eye(len(F))
@@ -141,9 +78,9 @@ def test_natural_step_moves_the_policy_by_epsilon(discrete, solver):
     if solver == "exact":
         u = torch.linalg.solve(F_damped, grad_U)
     else:  # 10 CG steps: u is not F^-1 grad U, yet grad U^T u = u^T F u (r is orthogonal to the Krylov space)
-        kl_grad = kl_grad_of(agent, obs, old_out, old_log_std)
+        grad = kl_grad(npg, agent, obs, old_out, old_log_std)
         u = npg.conjugate_gradient(
-            lambda v: npg.fisher_vector_product(kl_grad, agent.policy_params(), v, damping), grad_U, 10
+            lambda v: npg.fisher_vector_product(grad, agent.policy_params(), v, damping), grad_U, 10
         )
         assert (F_damped @ u - grad_U).norm() > 1e-3 * grad_U.norm(), "CG converged: the claim would go untested"
     step = npg.natural_step(grad_U, u, epsilon)

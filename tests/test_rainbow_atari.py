@@ -1,11 +1,9 @@
 """rainbow_atari.py: the replay memory's n-step transitions against the env's own observations, the sum tree, the
 six components' math against naive references written here, and the user's view (switches, presets, errors)."""
 
-import dataclasses
 import functools
 import glob
 import os
-import re
 import subprocess
 import sys
 
@@ -21,16 +19,6 @@ import rainbow_atari as rb
 # a few hundred steps, one update per step from step 100 on, DER's small network: seconds per run
 TINY = TINY_RUNS["rainbow_atari"]
 N_STEP, GAMMA = 4, 0.9
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny batches and networks: one torch thread. With two, on this shared 2-core machine under load, OpenMP's
-    spin-waiting made the end-to-end tests 4x slower (measured: one switch test 49 s -> 12 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- the replay memory against the env
@@ -406,21 +394,6 @@ def test_help_shows_the_defaults_of_the_preset_given(argv, n_step):
     assert out.returncode == 0, out.stderr
     n_step_help = " ".join(out.stdout.split("--n-step", 1)[1].split("--", 1)[0].replace("│", " ").split())
     assert f"(default: {n_step})" in n_step_help
-
-
-def test_memory_check_refuses_with_numbers_and_a_size_that_fits(monkeypatch):
-    args = rb.Args(buffer_size=1_000_000)
-    monkeypatch.setattr(rb, "available_memory", lambda device: (2**30 + 5 * 10**9, "available (MemAvailable)"))
-    with pytest.raises(SystemExit) as e:
-        rb.check_memory(args, (4, 84, 84))
-    message = str(e.value)
-    assert message.startswith("error: the replay memory needs 7.08 GB (1,000,000 transitions x 7,077 bytes)")
-    assert "6.07 GB is available" in message and "\n" not in message
-    fits = int(re.search(r"--buffer-size ([\d,]+) or less", message).group(1).replace(",", ""))
-    assert fits == 5 * 10**9 // 7077
-    rb.check_memory(dataclasses.replace(args, buffer_size=fits), (4, 84, 84))  # the suggestion passes
-    with pytest.raises(SystemExit):
-        rb.check_memory(dataclasses.replace(args, buffer_size=fits + 1), (4, 84, 84))
 
 
 BAD = [

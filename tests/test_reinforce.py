@@ -12,16 +12,6 @@ from conftest import TINY_RUNS, assert_fails_before_training, assert_learns, rea
 
 import reinforce as rf
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread, as the command line sets; the other test files get their threads back."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = TINY_RUNS["reinforce"]
 
 

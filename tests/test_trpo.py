@@ -9,22 +9,18 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUNS, assert_fails_before_training, assert_learns, read_metrics, values_of
+from conftest import (
+    TINY_RUNS,
+    assert_fails_before_training,
+    assert_learns,
+    dense_fisher,
+    read_metrics,
+    small_policy,
+    values_of,
+)
 from torch.distributions import Categorical, Normal, kl_divergence
-from torch.func import functional_call
 
 import trpo
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread (on the 2-core CI machine, busy, two threads made a 87x87 Hessian take 23 s
-    instead of 0.12 s); the other test files get their threads back."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 TINY = TINY_RUNS["trpo"]
 
@@ -49,76 +45,19 @@ class ConstantRewardEnv(gym.Env):
 gym.register("TRPOConstantRewardTest-v0", entry_point=ConstantRewardEnv, max_episode_steps=5)
 
 
-# ---------------------------------------------------------------- a small float64 policy and dense references
+# ---------------------------------------------------------------- a small float64 policy
+# (small_policy and dense_fisher in conftest; the Fisher-vector product and CG on it, which trpo.py shares with
+# natural_pg.py, in test_families.py)
 
-OBS_DIM, HIDDEN, B = 3, 6, 40
 
-
-def small_policy(discrete: bool, seed: int = 0):
-    """A float64 policy with few parameters (~80), its states, pi_old's outputs and a policy gradient."""
-    torch.manual_seed(seed)
-    agent = trpo.Agent(OBS_DIM, 3 if discrete else 2, discrete, hidden=HIDDEN).double()
-    with torch.no_grad():  # a policy away from uniform, so that F is not special
-        agent.actor[-1].weight.mul_(100.0)
-        if not discrete:
-            agent.log_std.copy_(torch.tensor([-0.5, 0.3]))
-    obs = torch.randn(B, OBS_DIM, dtype=torch.float64)
+def policy_with_a_batch(discrete: bool, seed: int = 0):
+    """conftest's small policy of trpo.Agent, with sampled actions and random advantages: (agent, states, actions,
+    advantages, pi_old's outputs, pi_old's log std or None)."""
+    agent, obs, old_out, old_log_std = small_policy(trpo, discrete, seed)
     with torch.no_grad():
-        old_out = agent.actor(obs)
         actions = agent.sample(obs)
-    old_log_std = None if discrete else agent.log_std.detach().clone()
-    advantages = torch.randn(B, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    advantages = torch.randn(len(obs), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     return agent, obs, actions, advantages, old_out, old_log_std
-
-
-def dense_fisher(agent, obs, old_out, old_log_std):
-    """F as the Hessian of theta -> mean KL(pi_old || pi_theta), by torch.autograd.functional.hessian."""
-    names = [n for n, _ in agent.actor.named_parameters()]
-    shapes = [p.shape for p in agent.actor.parameters()]
-
-    def kl(theta):
-        params, i = {}, 0
-        for name, shape in zip(names, shapes, strict=True):
-            params[name] = theta[i : i + shape.numel()].reshape(shape)
-            i += shape.numel()
-        out = functional_call(agent.actor, params, (obs,))
-        if agent.discrete:
-            return kl_divergence(Categorical(logits=old_out), Categorical(logits=out)).mean()
-        return kl_divergence(Normal(old_out, old_log_std.exp()), Normal(out, theta[i:].exp())).sum(-1).mean()
-
-    theta = torch.nn.utils.parameters_to_vector(agent.policy_params()).detach()
-    return torch.autograd.functional.hessian(kl, theta)
-
-
-def kl_grad_of(agent, obs, old_out, old_log_std):
-    return trpo.flat_grad(agent.mean_kl(obs, old_out, old_log_std), agent.policy_params(), create_graph=True)
-
-
-@pytest.mark.parametrize("discrete", [True, False])
-def test_fisher_vector_product_is_the_hessian_of_the_kl_times_v(discrete):
-    agent, obs, _, _, old_out, old_log_std = small_policy(discrete)
-    F = dense_fisher(agent, obs, old_out, old_log_std)
-    assert torch.linalg.eigvalsh(F).max() > 1e-2, "a Fisher this small would make the comparison empty"
-    kl_grad = kl_grad_of(agent, obs, old_out, old_log_std)
-    for seed in range(3):
-        v = torch.randn(len(F), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-        got = trpo.fisher_vector_product(kl_grad, agent.policy_params(), v, damping=0.1)
-        torch.testing.assert_close(got, F @ v + 0.1 * v, rtol=1e-8, atol=1e-10)
-
-
-@pytest.mark.parametrize("discrete", [True, False])
-def test_conjugate_gradient_on_fisher_vector_products_matches_a_dense_solve(discrete):
-    agent, obs, actions, advantages, old_out, old_log_std = small_policy(discrete)
-    F = dense_fisher(agent, obs, old_out, old_log_std)
-    F = F + 0.1 * torch.eye(len(F), dtype=torch.float64)
-    logprob, _ = agent.logprob_and_entropy(obs, actions)
-    g = trpo.flat_grad((logprob * advantages).mean(), agent.policy_params())
-    kl_grad = kl_grad_of(agent, obs, old_out, old_log_std)
-    fvp = lambda v: trpo.fisher_vector_product(kl_grad, agent.policy_params(), v, 0.1)  # noqa: E731
-    exact = torch.linalg.solve(F, g)
-    torch.testing.assert_close(trpo.conjugate_gradient(fvp, g, 3 * len(g)), exact, rtol=1e-6, atol=1e-8)
-    # the default 25 iterations give the direction to within a few percent
-    assert torch.nn.functional.cosine_similarity(trpo.conjugate_gradient(fvp, g, 25), exact, dim=0) > 0.99
 
 
 # ---------------------------------------------------------------- the line search
@@ -179,7 +118,7 @@ def test_line_search_returns_the_old_parameters_when_no_fraction_is_accepted(cas
 
 @pytest.mark.parametrize("discrete", [True, False])
 def test_the_full_step_is_delta_in_the_quadratic_model_and_the_update_lands_within_delta(discrete, monkeypatch):
-    agent, obs, actions, advantages, old_out, old_log_std = small_policy(discrete)
+    agent, obs, actions, advantages, old_out, old_log_std = policy_with_a_batch(discrete)
     args = trpo.Args(max_kl=1e-3, damping=0.01)
     F = dense_fisher(agent, obs, old_out, old_log_std)
     F = F + args.damping * torch.eye(len(F), dtype=torch.float64)
