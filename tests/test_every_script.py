@@ -65,11 +65,12 @@ def tracked_run(request, tmp_path_factory):
 def test_train_leaves_the_thread_count_alone(tracked_run):
     """train() may run in a notebook: the process's torch thread count is the caller's (the classic-control
     scripts' command line sets one thread, outside train())."""
-    assert tracked_run[3] == []
+    _, _, _, threads_set = tracked_run
+    assert threads_set == []
 
 
 def test_track_writes_an_offline_wandb_run(tracked_run):
-    run_dir = tracked_run[1]
+    _, run_dir, _, _ = tracked_run
     assert glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "run-*.wandb"))
 
 
@@ -120,7 +121,7 @@ def test_eval_checkpoint_on_the_command_line_plays_the_saved_model(tracked_run, 
 
 
 def test_eval_checkpoint_with_resume_is_refused_on_the_command_line(tracked_run, tmp_path):
-    name, run_dir = tracked_run[:2]
+    name, run_dir, _, _ = tracked_run
     model = shutil.copy(os.path.join(run_dir, "mine.pt"), tmp_path)
     cmd = [sys.executable, os.path.join(ROOT, f"{name}.py"), "--resume", run_dir, "--eval-checkpoint", model]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -369,7 +369,10 @@ def test_a_signal_after_train_raised_goes_to_the_handler_from_before(in_tmp, mon
 
     monkeypatch.setattr(module, "policy_gradient_loss", broken)
     got = []
-    handler = lambda s, frame: got.append(s)  # noqa: E731
+
+    def handler(received, frame):
+        got.append(received)
+
     before = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with pytest.raises(RuntimeError, match="planted"):
