@@ -45,7 +45,6 @@ Deliberate departures from the Nature paper (all as in CleanRL's dqn_atari.py, s
 
 import csv
 import difflib
-import inspect
 import json
 import math
 import os
@@ -55,6 +54,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
 from functools import partial
 from typing import Literal, NoReturn
 
@@ -335,67 +335,66 @@ def train(args: Args) -> str:
     check_memory(args, obs_shape)
     N = args.num_envs
     num_iterations = args.total_timesteps // N
-    run = Run(args, num_iterations * N)
+    with Run(args, num_iterations * N) as run:
+        q_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
+        target_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
+        target_net.load_state_dict(q_net.state_dict())
+        target_net.requires_grad_(False)
+        # impl detail: fused Adam, one kernel for all parameters (on CPU the default loops over them, op by op)
+        optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, fused=True)
+        memory = ReplayMemory(args.buffer_size, N, obs_shape, buffer_device)
+        rng = np.random.default_rng(args.seed)  # exploration
 
-    q_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
-    target_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
-    target_net.load_state_dict(q_net.state_dict())
-    target_net.requires_grad_(False)
-    # impl detail: fused Adam, one kernel for all parameters (on CPU the default loops over them, op by op)
-    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, fused=True)
-    memory = ReplayMemory(args.buffer_size, N, obs_shape, buffer_device)
-    rng = np.random.default_rng(args.seed)  # exploration
+        obs, info = envs.reset(seed=run.env_seed(args.seed))
+        scores = GameScores(info["lives"])  # the raw score of each env's game, over all its lives
 
-    obs, info = envs.reset(seed=run.env_seed(args.seed))
-    scores = GameScores(info["lives"])  # the raw score of each env's game, over all its lives
+        model = lambda: {"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
+        checkpoint = lambda: training_state(model(), target_net, optimizer, updates, rng, memory, args)
+        # a new run: step 0, the first observations into the memory; --resume: all as the checkpoint holds it
+        global_step, updates, learning_starts = resume(run, q_net, target_net, optimizer, rng, memory, obs, args)
+        for _ in range(global_step // N, num_iterations):
+            # ---- act: epsilon-greedy on Q_theta ----
+            epsilon = linear_schedule(
+                args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
+            )
+            actions = epsilon_greedy(q_net, obs, epsilon, rng, device)
 
-    model = lambda: {"model": q_net.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
-    checkpoint = lambda: training_state(model(), target_net, optimizer, updates, rng, memory, args)
-    # a new run: step 0, the first observations into the memory; --resume: all as the checkpoint holds it
-    global_step, updates, learning_starts = resume(run, q_net, target_net, optimizer, rng, memory, obs, args)
-    for _ in range(global_step // N, num_iterations):
-        # ---- act: epsilon-greedy on Q_theta ----
-        epsilon = linear_schedule(
-            args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
-        )
-        actions = epsilon_greedy(q_net, obs, epsilon, rng, device)
+            # ---- observe and store the experience tuple (s, a, r, s') ----
+            next_obs, reward, terminated, truncated, info = envs.step(actions)
+            global_step += N
+            game_over, games = scores.step(global_step, reward, terminated, truncated, info["lives"])
+            # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
+            memory.add(actions, reward, terminated, next_obs, game_over, info.get("final_obs"))
+            obs = next_obs
+            run.log_games(games)
 
-        # ---- observe and store the experience tuple (s, a, r, s') ----
-        next_obs, reward, terminated, truncated, info = envs.step(actions)
-        global_step += N
-        game_over, games = scores.step(global_step, reward, terminated, truncated, info["lives"])
-        # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
-        memory.add(actions, reward, terminated, next_obs, game_over, info.get("final_obs"))
-        obs = next_obs
-        run.log_games(games)
-
-        # ---- learn: one minibatch step per --train-frequency agent steps, after the warm-up ----
-        if global_step > learning_starts:
-            for _ in range(times_due(args.train_frequency, global_step, N)):  # one update per train_frequency steps
-                obs_b, actions_b, rewards_b, terminations_b, next_obs_b = memory.sample(args.batch_size)
-                obs_b, next_obs_b = obs_b.to(device), next_obs_b.to(device)
-                # lecture: l(s, a, r, s') = (sign(r) + gamma (1 - terminated) max_a' Q_theta'(s', a') - Q_theta(s, a))^2
-                with torch.no_grad():
-                    y = td_target(rewards_b.to(device), terminations_b.to(device), target_net(next_obs_b), args.gamma)
-                q_sa = q_net(obs_b).gather(1, actions_b.to(device)[:, None]).squeeze(1)
-                # deviation: --loss huber is the Nature paper's clipping of the TD error's gradient to [-1, 1]
-                loss = F.mse_loss(q_sa, y) if args.loss == "mse" else F.smooth_l1_loss(q_sa, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                updates += 1
-                if updates % 100 == 0:  # .item() waits for the device: not at every update
-                    sps = run.sps(global_step)
-                    losses = {"losses/td_loss": loss.item(), "losses/q_values": q_sa.mean().item()}
-                    run.log(global_step, {**losses, "charts/epsilon": epsilon, "charts/SPS": sps})
-            # ---- sync: the frozen target theta' <- theta ----
-            if times_due(args.target_network_frequency, global_step, N):
-                target_net.load_state_dict(q_net.state_dict())
-        run.step_done(global_step, checkpoint)
-    envs.close()
-    run.step_done(global_step, checkpoint, final=True)
-    play = partial(evaluate, q_net, args.env_id, args.eval_episodes, args.eval_epsilon, args.seed, device)
-    return run.finish(global_step, model(), play, args.eval_epsilon == 0, "games")
+            # ---- learn: one minibatch step per --train-frequency agent steps, after the warm-up ----
+            if global_step > learning_starts:
+                for _ in range(times_due(args.train_frequency, global_step, N)):  # one update per train_frequency steps
+                    batch = (t.to(device) for t in memory.sample(args.batch_size))
+                    obs_b, actions_b, rewards_b, terminations_b, next_obs_b = batch
+                    # lecture: l(s, a, r, s') = (sign(r) + gamma (1 - terminated) max_a' Q_theta'(s', a')
+                    #                            - Q_theta(s, a))^2
+                    with torch.no_grad():
+                        y = td_target(rewards_b, terminations_b, target_net(next_obs_b), args.gamma)
+                    q_sa = q_net(obs_b).gather(1, actions_b[:, None]).squeeze(1)
+                    # deviation: --loss huber is the Nature paper's clipping of the TD error's gradient to [-1, 1]
+                    loss = F.mse_loss(q_sa, y) if args.loss == "mse" else F.smooth_l1_loss(q_sa, y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    updates += 1
+                    if updates % 100 == 0:  # .item() waits for the device: not at every update
+                        sps = run.sps(global_step)
+                        losses = {"losses/td_loss": loss.item(), "losses/q_values": q_sa.mean().item()}
+                        run.log(global_step, {**losses, "charts/epsilon": epsilon, "charts/SPS": sps})
+                # ---- sync: the frozen target theta' <- theta ----
+                if times_due(args.target_network_frequency, global_step, N):
+                    target_net.load_state_dict(q_net.state_dict())
+            run.step_done(global_step, checkpoint)
+        envs.close()
+        run.step_done(global_step, checkpoint, final=True)
+        return run.finish(global_step, model(), partial(evaluate, q_net, args, device))
 
 
 # ---------------------------------------------------------------- Appendix: the plumbing
@@ -415,9 +414,8 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-    torch.backends.cudnn.deterministic = torch_deterministic
     torch.backends.cudnn.benchmark = not torch_deterministic
-    torch.use_deterministic_algorithms(torch_deterministic)
+    torch.use_deterministic_algorithms(torch_deterministic)  # cuDNN's deterministic convolutions too
     # deterministic mode also fills new tensors with NaN to expose reads of uninitialized memory;
     # nothing here reads such memory, and the fill cost 20% of the update on CPU (measured)
     torch.utils.deterministic.fill_uninitialized_memory = False
@@ -443,7 +441,7 @@ def check_common(args) -> None:
         fail("--capture-video records the evaluation games, but --eval-episodes is 0; give --eval-episodes 1 or more")
     if args.resume and args.eval_checkpoint:
         fail("--resume trains on and --eval-checkpoint only evaluates; give one of them")
-    if args.track and wandb_mode() not in ("offline", "disabled", "dryrun"):
+    if args.track and os.environ.get("WANDB_MODE", "online").lower() not in ("offline", "disabled", "dryrun"):
         import wandb
 
         # before the run folder exists: without credentials wandb.init would fail (or ask) after it was made
@@ -451,24 +449,28 @@ def check_common(args) -> None:
             fail("--track needs a wandb login: run `wandb login`, set WANDB_API_KEY, or WANDB_MODE=offline")
 
 
-def wandb_mode() -> str:
-    return os.environ.get("WANDB_MODE", "online").lower()
-
-
 # flags a resumed run may change; every other flag shapes the run and must match the saved one
 CAN_CHANGE_ON_RESUME = {"resume", "total_timesteps", "checkpoint_every", "checkpoint_replay", "cuda", "buffer_device"}
 CAN_CHANGE_ON_RESUME |= {"torch_deterministic", "track", "wandb_project_name", "wandb_entity", "capture_video"}
 CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard", "dist_timeout"}
+SCRIPT = os.path.basename(__file__)
 
 
 def resume_defaults(args):
     """--resume runs/<run>: the run's saved flags, as the defaults that the flags given now override."""
     try:
         with open(os.path.join(args.resume, "args.json")) as f:
-            saved = json.load(f)
-        return type(args)(**{**saved, "resume": args.resume})
+            return type(args)(**{**json.load(f), "resume": args.resume})
     except (OSError, ValueError, TypeError) as e:
         fail(f"cannot resume {args.resume}: {type(e).__name__}: {e}; give a run folder written by {SCRIPT}")
+
+
+def load_file(path: str, mmap: bool = False):
+    """torch.load, safely (weights_only: tensors and plain values, never code), or a one-line error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # a missing, truncated or foreign file: say which and why in one line
+        fail(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
 
 def save_atomic(state: dict, path: str) -> None:
@@ -480,28 +482,8 @@ def save_atomic(state: dict, path: str) -> None:
         os.fsync(f.fileno())
     os.replace(path + ".tmp", path)
     folder = os.open(os.path.dirname(path), os.O_RDONLY)  # and the rename itself
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
-def rng_states() -> dict:
-    """The generators of python, numpy, torch and CUDA, as plain values and tensors (weights_only loads them)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    states = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
-    states["cuda"] = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    name, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    os.fsync(folder)
+    os.close(folder)
 
 
 def first_nonfinite(tree, path: str = "") -> str | None:
@@ -512,99 +494,104 @@ def first_nonfinite(tree, path: str = "") -> str | None:
     return next((p for key, value in items if (p := first_nonfinite(value, f"{path}/{key}"))), None)
 
 
-SCRIPT = os.path.basename(__file__)
+def new_folder(base: str) -> str:
+    """`base`, or base~2, base~3, ... when a run or evaluation started in the same second has it."""
+    folder, n = base, 1
+    while os.path.exists(folder):
+        n += 1
+        folder = f"{base}~{n}"
+    return folder
+
+
+def read_checkpoint(args) -> dict:
+    """--resume runs/<run>: its checkpoint.pt, checked against the flags given now, or a one-line error."""
+    path = os.path.join(args.resume, "checkpoint.pt")
+    if not os.path.exists(path):
+        fail(f"{path} does not exist: the run stopped before its first checkpoint, or is not a run folder")
+    state = load_file(path, mmap=True)  # a replay memory inside is read as it is copied into place
+    if not isinstance(state, dict) or not {"args", "global_step", "rng", "run"} <= state.keys():
+        fail(f"{path} is not a checkpoint of {SCRIPT} (a --save-model file cannot be resumed)")
+    for name, value in asdict(args).items():
+        if name not in CAN_CHANGE_ON_RESUME and state["args"].get(name) != value:
+            flag = f"--{name.replace('_', '-')}"
+            fail(f"{flag} is {value!r} but the run was started with {state['args'].get(name)!r}; drop {flag}")
+    if args.total_timesteps < min(state["global_step"], state["args"]["total_timesteps"]):  # raise it, or keep it
+        fail(f"--total-timesteps {args.total_timesteps:,} is below the checkpoint's step {state['global_step']:,}")
+    return state
 
 
 class Run:
-    """The run folder runs/<env>__<exp>__<seed>__<time>/: args.json, metrics.csv (global_step, metric, value),
-    checkpoint.pt, the model; the same metrics to wandb with --track; a progress line. With --resume, the same
-    folder again: metrics.csv cut back to what the checkpoint had seen, the same wandb run. SIGINT and SIGTERM
-    stop the run after the current step, with a checkpoint; a second signal stops it at once. A process that is
-    not the writer (of several that train one model) writes and prints nothing, but checks and stops alike."""
+    """The run folder runs/<env>__<exp>__<seed>__<time>/ with args.json, metrics.csv (global_step, metric, value),
+    checkpoint.pt and the model; the same metrics to TensorBoard and wandb; the progress line. With --resume, the
+    same folder again: metrics.csv cut back to what the checkpoint had seen, the same wandb run. Used as
+    `with Run(...) as run:`, SIGINT and SIGTERM stop it after the current step with a checkpoint (a second signal
+    at once), and every sink is closed and the handlers from before restored however the block ends. A process
+    that is not the writer (of several that train one model) writes and prints nothing, but checks and stops."""
 
     def __init__(self, args, total_timesteps: int, writer: bool = True):
-        self.state, wandb_id, self.args, self.writer = None, None, asdict(args), writer
-        self.dir = self.name = None
-        if args.resume:
-            self.dir, self.name = args.resume.rstrip("/"), os.path.basename(args.resume.rstrip("/"))
-            self.state = self.read_checkpoint(args)
-            wandb_id = self.state["run"]["wandb_id"]
-            metrics = os.path.join(self.dir, "metrics.csv")
-            if writer and os.path.getsize(metrics) > self.state["run"]["metrics_bytes"]:
-                with open(metrics, "r+b") as f:  # the rows after the checkpoint belong to steps that are played again
-                    f.truncate(self.state["run"]["metrics_bytes"])
-        elif writer:
-            base = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-            self.name, n = base, 1
-            while os.path.exists(os.path.join("runs", self.name)):  # another run started in the same second
-                n += 1
-                self.name = f"{base}~{n}"
-            self.dir = os.path.join("runs", self.name)
-            os.makedirs(self.dir, exist_ok=True)
-        if writer:
-            with open(os.path.join(self.dir, "args.json"), "w") as f:
-                json.dump(self.args, f, indent=2)
-        metrics = os.path.join(self.dir, "metrics.csv") if writer else os.devnull
-        self.csv_file = open(metrics, "a" if args.resume else "w", newline="")
+        self.args, self.total, self.writer = asdict(args), total_timesteps, writer
+        self.state = read_checkpoint(args) if args.resume else None
+        self.start_step = self.saved_at = self.state["global_step"] if self.state else 0
+        self.dir = args.resume.rstrip("/") if args.resume else None
+        if writer and not args.resume:
+            name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            self.dir = new_folder(os.path.join("runs", name))
+            os.makedirs(self.dir)
+        self.csv_file = open(os.path.join(self.dir, "metrics.csv") if writer else os.devnull, "a", newline="")
+        if self.state and self.csv_file.tell() > self.state["run"]["metrics_bytes"]:
+            self.csv_file.truncate(self.state["run"]["metrics_bytes"])  # rows of steps that are played again
         self.csv = csv.writer(self.csv_file)
         if not args.resume:
             self.csv.writerow(["global_step", "metric", "value"])
-        self.wandb = None
-        if args.track and writer:
+        self.tensorboard = self.wandb = None
+        if writer:
+            with open(os.path.join(self.dir, "args.json"), "w") as f:
+                json.dump(self.args, f, indent=2)
+        if writer and args.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # on resume, the events after the checkpoint go, as metrics.csv's rows do
+            self.tensorboard = SummaryWriter(self.dir, purge_step=self.start_step + 1 if self.state else None)
+        if writer and args.track:
             import wandb
 
             self.wandb = wandb.init(
                 project=args.wandb_project_name,
                 entity=args.wandb_entity,
                 config=self.args,
-                name=self.name,
+                name=os.path.basename(self.dir),
                 dir=os.path.abspath(self.dir),  # the wandb service process has its own working directory
-                id=wandb_id,
-                resume="allow" if wandb_id else None,
+                id=self.state["run"]["wandb_id"] if self.state else None,
+                resume="allow",
                 save_code=True,
             )
             # x axis: global_step, logged with every point (two points logged at one step are both kept)
             self.wandb.define_metric("global_step")
             self.wandb.define_metric("*", step_metric="global_step")
-        self.total, self.checkpoint_every = total_timesteps, args.checkpoint_every
-        self.start = self.last_print = time.time()
-        self.start_step = self.checkpoint_step = self.state["global_step"] if self.state else 0
-        self.tensorboard = None
-        if args.tensorboard and writer:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # on resume, the events after the checkpoint go, as metrics.csv's rows do
-            self.tensorboard = SummaryWriter(self.dir, purge_step=self.start_step + 1 if self.state else None)
-        self.saved_at = None  # the step of this process's last checkpoint
         self.returns = deque(self.state["run"]["returns"] if self.state else (), maxlen=100)  # last 100 games' scores
+        self.start = self.last_print = time.time()
         self.signal, self.training_over = 0, False
-        self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        # the frame of the train() that made this run: a signal after it raised is not this run's any more
-        self.owner = (id(caller := inspect.currentframe().f_back), caller.f_code)
 
-    def read_checkpoint(self, args) -> dict:
-        """checkpoint.pt of the run to resume (and the replay memory beside it), or a one-line error."""
-        path = os.path.join(self.dir, "checkpoint.pt")
-        if not os.path.exists(path):
-            fail(f"{path} does not exist: the run stopped before its first checkpoint, or is not a run folder")
-        state = load_file(path)
-        if not isinstance(state, dict) or not {"args", "global_step", "rng", "run"} <= state.keys():
-            fail(f"{path} is not a checkpoint of {SCRIPT} (a --save-model file cannot be resumed)")
-        for name, value in self.args.items():
-            if name not in CAN_CHANGE_ON_RESUME and state["args"].get(name) != value:
-                flag = f"--{name.replace('_', '-')}"
-                fail(f"{flag} is {value!r} but the run was started with {state['args'].get(name)!r}; drop {flag}")
-        if args.total_timesteps < min(state["global_step"], state["args"]["total_timesteps"]):  # raise it, or keep it
-            fail(f"--total-timesteps {args.total_timesteps:,} is below the checkpoint's step {state['global_step']:,}")
-        if "replay_file" in state:
-            state["replay"] = load_file(os.path.join(self.dir, state["replay_file"]), mmap=True)
-        return state
+    def __enter__(self) -> "Run":
+        self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exception) -> None:
+        for s, handler in self.handlers.items():
+            signal.signal(s, handler)
+        self.csv_file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
     def resume(self) -> dict | None:
-        """The checkpoint's state, with python's, numpy's, torch's and CUDA's generators set as they were; None
-        for a new run. Call it last before the loop, after everything that draws random numbers at the start."""
+        """The checkpoint's state, with torch's (and CUDA's) generators set as they were; None for a new run. Call
+        it last before the loop, after everything that draws random numbers at the start."""
         if self.state is not None:
-            set_rng_states(self.state["rng"])
+            torch.set_rng_state(self.state["rng"]["torch"])
+            if torch.cuda.is_available() and len(self.state["rng"]["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(self.state["rng"]["cuda"])
             if self.writer:
                 print(f"resumed {self.dir} at step {self.start_step:,}", flush=True)
         return self.state
@@ -615,198 +602,125 @@ class Run:
 
     def log(self, global_step: int, metrics: dict) -> None:
         """Numbers (or one-element tensors) at one step, to every sink: metrics.csv, TensorBoard, wandb."""
-        metrics = {
-            name: value.item() if isinstance(value, torch.Tensor) else float(value) for name, value in metrics.items()
-        }
+        metrics = {k: v.item() if isinstance(v, torch.Tensor) else float(v) for k, v in metrics.items()}
         for name, value in metrics.items():
             if not math.isfinite(value):
                 self.stop_nonfinite(f"{name} is {value}", global_step)
             self.csv.writerow([global_step, name, value])
-            if name == "charts/episodic_return":
-                self.returns.append(value)
             if self.tensorboard is not None:
                 self.tensorboard.add_scalar(name, value, global_step)
         if self.wandb is not None:
-            self.wandb.log({**metrics, "global_step": global_step})
+            self.wandb.log(metrics | {"global_step": global_step})
+
+    def log_games(self, games: list[tuple[int, float, int]]) -> None:
+        """charts/episodic_return and charts/episodic_length of the games (or episodes) (step, return, length)."""
+        for global_step, episode_return, length in games:
+            self.returns.append(float(episode_return))
+            self.log(global_step, {"charts/episodic_return": episode_return, "charts/episodic_length": length})
 
     def sps(self, global_step: int) -> float:
         """Steps per second since this process started (or resumed) the run."""
         return (global_step - self.start_step) / max(time.time() - self.start, 1e-9)
 
-    def progress(self, global_step: int, every: float = 5.0) -> None:
-        now = time.time()
-        if not self.writer or (now - self.last_print < every and global_step < self.total):
-            return
-        self.last_print = now
-        self.flush()  # a kill loses at most the metrics of the last few seconds
-        sps = self.sps(global_step)
-        recent = f"{np.mean(self.returns):.1f} (last {len(self.returns)})" if self.returns else "-"
-        eta = max(self.total - global_step, 0) / max(sps, 1e-9)
-        print(
-            f"step {global_step:,}/{self.total:,} | {sps:,.0f} SPS | return {recent} | "
-            f"ETA {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m",
-            flush=True,
-        )
-
-    def step_done(self, global_step: int, checkpoint: Callable[[], dict], final: bool = False) -> None:
-        """After each step: the progress line, a checkpoint every --checkpoint-every steps (and at the end), and
-        on SIGINT or SIGTERM a checkpoint and the exit (130 or 143)."""
-        if not final:
-            self.progress(global_step)
-        every = self.checkpoint_every
-        due = final or self.signal or global_step // every > self.checkpoint_step // every if every > 0 else False
+    def step_done(self, global_step: int, checkpoint: Callable[[], dict], final: bool = False, stop: int | None = None):
+        """After each step: the progress line every 5 s, a checkpoint every --checkpoint-every steps (and at the
+        end), and on SIGINT or SIGTERM (or `stop`, the signal that processes training together agreed on) a
+        checkpoint and the exit, 130 or 143."""
+        stop = self.signal if stop is None else stop
+        if self.writer and not final and (time.time() - self.last_print >= 5 or global_step >= self.total):
+            self.last_print = time.time()
+            self.csv_file.flush()  # a kill loses at most the metrics of the last few seconds
+            sps = self.sps(global_step)
+            recent = f"{np.mean(self.returns):.1f} (last {len(self.returns)})" if self.returns else "-"
+            eta = timedelta(seconds=int(max(self.total - global_step, 0) / max(sps, 1e-9)))
+            print(f"step {global_step:,}/{self.total:,} | {sps:,.0f} SPS | return {recent} | ETA {eta}", flush=True)
+        every = self.args["checkpoint_every"]
+        due = final or stop or (every > 0 and global_step // every > self.saved_at // every)
         if due and global_step != self.saved_at:  # not twice at one step (a periodic one that is also the last)
             self.save(global_step, checkpoint())
-        if self.signal:
-            self.close()
+        if stop:
             how = f"resume with: python {SCRIPT} --resume {self.dir}"
             how = how if every > 0 else "no checkpoint written (--checkpoint-every 0)"
             if self.writer:
                 print(f"interrupted at step {global_step:,}; {how}", flush=True)
-            raise SystemExit(128 + self.signal)
+            raise SystemExit(128 + stop)
         self.training_over = final
 
     def save(self, global_step: int, state: dict) -> None:
-        """checkpoint.pt (and the replay memory, if any, in its own file), unless a tensor went NaN or inf."""
+        """checkpoint.pt, unless a tensor went NaN or inf."""
         if (where := first_nonfinite(state)) is not None:
             self.stop_nonfinite(f"{where.lstrip('/')} holds NaN or inf", global_step)
-        self.checkpoint_step = self.saved_at = global_step
+        self.saved_at = global_step
         if not self.writer:
             return
-        self.flush()
-        returns, wandb_id = list(self.returns), self.wandb.id if self.wandb is not None else None
-        state["run"] = {"metrics_bytes": self.csv_file.tell(), "returns": returns, "wandb_id": wandb_id}
-        state |= {"args": self.args, "global_step": global_step, "rng": rng_states()}
-        if (replay := state.pop("replay", None)) is not None:  # named by its step, so that it matches the checkpoint
-            state["replay_file"] = f"replay-{global_step}.pt"
-            save_atomic(replay, os.path.join(self.dir, state["replay_file"]))
+        self.csv_file.flush()
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+        wandb_id = self.wandb.id if self.wandb is not None else None
+        state["run"] = {"metrics_bytes": self.csv_file.tell(), "returns": list(self.returns), "wandb_id": wandb_id}
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        state |= {"args": self.args, "global_step": global_step, "rng": {"torch": torch.get_rng_state(), "cuda": cuda}}
         save_atomic(state, os.path.join(self.dir, "checkpoint.pt"))
-        for old in os.listdir(self.dir):
-            if old.startswith("replay-") and old != state.get("replay_file"):
-                os.remove(os.path.join(self.dir, old))
 
     def stop_nonfinite(self, what: str, global_step: int) -> NoReturn:
-        self.close()
         path = os.path.join(self.dir or "", "checkpoint.pt")
-        kept = f"{path} (step {self.checkpoint_step:,}) is kept" if os.path.exists(path) else "no checkpoint yet"
+        kept = f"{path} (step {self.saved_at:,}) is kept" if os.path.exists(path) else "no checkpoint yet"
         fail(f"{what} at step {global_step:,}; training stopped, {kept}")
 
     def on_signal(self, signum: int, frame) -> None:
-        caller = frame  # the frame the signal interrupted, and those that called it: is the run's train() there?
-        while caller is not None and (id(caller), caller.f_code) != self.owner:
-            caller = caller.f_back
-        if frame is not None and caller is None:  # train() raised in a process that goes on (a notebook, a test)
-            self.close()
-            signal.raise_signal(signum)  # and let the handler from before the run take this signal
-            return
         if self.signal:  # the second: stop now (the last checkpoint is whole: it is written atomically)
             os._exit(128 + signum)
         self.signal = signum
         if self.training_over:  # in the evaluation: the final checkpoint is written, stop here
-            self.close()
             if self.writer:
                 print(f"interrupted in the evaluation, after the final checkpoint of {self.dir}", flush=True)
             raise SystemExit(128 + signum)
 
-    def finish(self, global_step: int, model: dict, play: Callable, deterministic: bool, unit: str) -> str | None:
+    def finish(self, global_step: int, model: dict, play: Callable) -> str | None:
         """After training: --save-model writes `model` into the run folder; play(video_dir) plays --eval-episodes
-        games or episodes, their scores logged as eval/episodic_return with a mean line; the run is closed."""
+        games or episodes, logged as eval/episodic_return (with --track, the videos too)."""
         if self.writer and self.args["save_model"]:
-            path = os.path.join(self.dir, f"{self.args['exp_name']}.pt")
-            torch.save(model, path)
-            print(f"saved {path}")
+            torch.save(model, os.path.join(self.dir, f"{self.args['exp_name']}.pt"))
+            print(f"saved {os.path.join(self.dir, self.args['exp_name'])}.pt")
         if self.writer and self.args["eval_episodes"] > 0:
             video_dir = os.path.join(self.dir, "videos") if self.args["capture_video"] else None
             scores = play(video_dir=video_dir)
             for episode_return in scores:
                 self.log(global_step, {"eval/episodic_return": episode_return})
-            report_scores(scores, self.args["env_id"], deterministic, unit)
-            self.log_videos(video_dir)
-        self.close()
-        return self.dir if self.writer else None
+            report(scores, self.args["env_id"])
+            if self.wandb is not None and video_dir:
+                import wandb
 
-    def log_games(self, games: list[tuple[int, float, int]]) -> None:
-        """charts/episodic_return and charts/episodic_length of the games (or episodes) (step, return, length)."""
-        for global_step, episode_return, length in games:
-            self.log(global_step, {"charts/episodic_return": episode_return, "charts/episodic_length": length})
-
-    def flush(self) -> None:
-        self.csv_file.flush()
-        if self.tensorboard is not None:
-            self.tensorboard.flush()
-
-    def log_videos(self, folder: str | None) -> None:
-        """The evaluation's videos into the wandb run (--track --capture-video)."""
-        if self.wandb is not None and folder:
-            import wandb
-
-            for name in sorted(f for f in os.listdir(folder) if f.endswith(".mp4")):
-                self.wandb.log({"eval/video": wandb.Video(os.path.join(folder, name))})
-
-    def close(self) -> None:
-        for s, handler in self.handlers.items():
-            signal.signal(s, handler)
-        if not self.csv_file.closed:
-            self.csv_file.close()
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-            self.tensorboard = None
-        if self.wandb is not None:
-            self.wandb.finish()
-            self.wandb = None
+                for name in sorted(f for f in os.listdir(video_dir) if f.endswith(".mp4")):
+                    self.wandb.log({"eval/video": wandb.Video(os.path.join(video_dir, name))})
+        return self.dir
 
 
-class Games:
-    """An evaluation's games as they are played: a line per game, and a line every 5 s within a long one (an Atari
-    agent that never presses FIRE after losing a life stands still until the 108k-frame limit, 27k steps)."""
-
-    def __init__(self, episodes: int):
-        self.episodes, self.scores, self.steps, self.last = episodes, [], 0, time.time()
-
-    def step(self, episode_return: float) -> None:
-        self.steps += 1
-        if time.time() - self.last >= 5.0:
-            self.last = time.time()
-            game = f"eval episode {len(self.scores) + 1}/{self.episodes}"
-            print(f"{game}: {self.steps:,} steps so far, return {episode_return:.1f}", flush=True)
-
-    def done(self, episode_return: float) -> None:
-        self.scores.append(float(episode_return))
-        self.steps, self.last = 0, time.time()
-        print(f"eval episode {len(self.scores)}/{self.episodes}: return {episode_return:.1f}", flush=True)
-
-
-def eval_folder(checkpoint: str) -> str:
-    """A new folder eval-<time>/ beside the evaluated checkpoint (in its run folder): nothing is overwritten."""
-    base = os.path.join(os.path.dirname(checkpoint), "eval-" + time.strftime("%Y%m%d-%H%M%S"))
-    folder, n = base, 1
-    while os.path.exists(folder):
-        n += 1
-        folder = f"{base}~{n}"
-    os.makedirs(folder)
-    return folder
-
-
-def report_scores(scores: list, env_id: str, deterministic: bool, unit: str, folder: str | None = None) -> None:
-    """The mean line; with a folder, scores.csv (a row per game or episode) and summary.json beside the videos."""
-    summary = {"env_id": env_id, "games": len(scores), "mean": float(np.mean(scores)), "std": float(np.std(scores))}
-    summary |= {"min": float(np.min(scores)), "max": float(np.max(scores)), "deterministic": deterministic}
-    mean = f"mean return {summary['mean']:.1f} +- {summary['std']:.1f} over {len(scores)} {unit}"
-    print(f"{env_id}: {mean} ({'deterministic' if deterministic else 'stochastic'} policy)", flush=True)
+def report(scores: list[float], env_id: str, folder: str | None = None) -> None:
+    """The mean line; with a folder (an evaluation of its own), scores.json: the env and each episode's return."""
+    summary = {"env_id": env_id, "returns": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores))}
+    print(f"{env_id}: mean return {summary['mean']:.1f} +- {summary['std']:.1f} over {len(scores)} episodes")
     if folder:
-        with open(os.path.join(folder, "scores.csv"), "w", newline="") as f:
-            csv.writer(f).writerows([[unit[:-1], "return"], *enumerate(scores, 1)])
-        with open(os.path.join(folder, "summary.json"), "w") as f:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "scores.json"), "w") as f:
             json.dump(summary, f, indent=2)
         print(f"wrote {folder}", flush=True)
 
 
-def load_file(path: str, mmap: bool = False):
-    """torch.load, safely (weights_only: tensors and plain values, never code), or a one-line error."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # a missing, truncated or foreign file: say which and why in one line
-        fail(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+def evaluate_checkpoint(args, load_checkpoint: Callable, evaluate: Callable, parse: Callable) -> None:
+    """--eval-checkpoint: --eval-episodes episodes of the saved model, on its env or the --env-id given (parse(env_id)
+    reads the flags again with the model's env as the default), into a new folder eval-<time>/ beside it."""
+    check_common(args)  # the flags every script checks (--resume cannot come with it)
+    if args.eval_episodes <= 0:
+        fail("--eval-episodes must be positive to evaluate a checkpoint")
+    seed_everything(args.seed, args.torch_deterministic)
+    device = pick_device(args.cuda)
+    model, env_id = load_checkpoint(args.eval_checkpoint, device)
+    args = parse(env_id)
+    folder = new_folder(os.path.join(os.path.dirname(args.eval_checkpoint), time.strftime("eval-%Y%m%d-%H%M%S")))
+    # the env is made and checked against the network before anything is written
+    scores = evaluate(model, args, device, video_dir=os.path.join(folder, "videos") if args.capture_video else None)
+    report(scores, args.env_id, folder)
 
 
 # --- shared: end ---
@@ -831,12 +745,14 @@ def atari_game(env_id: str) -> tuple[str, float]:
     return kwargs["game"], kwargs["repeat_action_probability"]
 
 
-def make_eval_env(env_id: str, video_dir: str | None = None) -> gym.Env:
+def make_eval_env(env_id: str, num_actions: int, video_dir: str | None = None) -> gym.Env:
     """One gymnasium env for evaluation whose preprocessing gives the same frames as the training envs, and
-    that can render for video."""
+    that can render for video; a network of another game (--env-id) fails in one line before a video is made."""
     atari_game(env_id)  # fails on an unknown id
     # v5 ids skip frames in the emulator; here the wrapper skips 4 and max-pools, as the vector env does
     env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_dir else None)
+    if env.action_space.n != num_actions:
+        fail(f"{env_id} has {env.action_space.n} actions; the network has {num_actions} (another game's)")
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, terminal_on_life_loss=False)
     env = gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
     if video_dir:
@@ -844,14 +760,23 @@ def make_eval_env(env_id: str, video_dir: str | None = None) -> gym.Env:
     return env
 
 
-def start_game(env: gym.Env, seed: int | None) -> tuple[np.ndarray, float]:
-    """A new game, with FIRE pressed at its start where the game has it, as the training envs do: (obs, score)."""
-    obs, _ = env.reset(seed=seed)
-    meanings = env.unwrapped.get_action_meanings()
-    if "FIRE" not in meanings:
-        return np.asarray(obs), 0.0
-    obs, reward, *_ = env.step(meanings.index("FIRE"))
-    return np.asarray(obs), float(reward)
+def play_games(env: gym.Env, act: Callable[[np.ndarray], int], episodes: int, seed: int) -> list[float]:
+    """Whole games (all lives) with act(obs) choosing each action, FIRE pressed at each game's start where the game
+    has it, as the training envs do; a line per game; their raw scores."""
+    scores = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed if episode == 0 else None)
+        meanings, episode_return, episode_over = env.unwrapped.get_action_meanings(), 0.0, False
+        if "FIRE" in meanings:
+            obs, episode_return, *_ = env.step(meanings.index("FIRE"))
+        while not episode_over:
+            obs, reward, terminated, truncated, _ = env.step(act(np.asarray(obs)))
+            episode_return += reward
+            episode_over = terminated or truncated
+        scores.append(float(episode_return))
+        print(f"eval episode {episode + 1}/{episodes}: return {episode_return:.1f}", flush=True)
+    env.close()
+    return scores
 
 
 class GameScores:
@@ -1013,32 +938,14 @@ def load_checkpoint(path: str, device: torch.device) -> tuple[QNetwork, str]:
     return q_net, checkpoint["env_id"]
 
 
-def evaluate(q_net, env_id: str, episodes: int, epsilon: float, seed: int, device, video_dir: str | None = None):
-    """Play whole games (all lives, raw score) epsilon-greedily on Q_theta, on a single gymnasium env whose
-    preprocessing gives the same frames as the training envs (and can render for video)."""
-    env = make_eval_env(env_id, video_dir)
-    check_fits(q_net, env, env_id)
-    rng = np.random.default_rng(seed)
-    games = Games(episodes)
+def evaluate(q_net: QNetwork, args: Args, device: torch.device, video_dir: str | None = None) -> list[float]:
+    """Play --eval-episodes whole games (all lives, raw score) epsilon-greedily (--eval-epsilon) on Q_theta, on a
+    single gymnasium env whose preprocessing gives the same frames as the training envs (and can render for video)."""
+    env = make_eval_env(args.env_id, q_net.num_actions, video_dir)
+    rng = np.random.default_rng(args.seed)
     with torch.inference_mode():
-        for episode in range(episodes):
-            obs, episode_return = start_game(env, seed if episode == 0 else None)
-            episode_over = False
-            while not episode_over:
-                action = epsilon_greedy(q_net, np.asarray(obs)[None], epsilon, rng, device)[0]
-                obs, reward, terminated, truncated, _ = env.step(action)
-                episode_return += reward
-                episode_over = terminated or truncated
-                games.step(episode_return)
-            games.done(episode_return)
-    env.close()
-    return games.scores
-
-
-def check_fits(net, env: gym.Env, env_id: str) -> None:
-    """A network evaluated on another game than its own (--env-id): its action set must have the game's size."""
-    if env.action_space.n != net.num_actions:
-        fail(f"{env_id} has {env.action_space.n} actions; the network has {net.num_actions} (another game's)")
+        act = lambda obs: epsilon_greedy(q_net, obs[None], args.eval_epsilon, rng, device)[0]
+        return play_games(env, act, args.eval_episodes, args.seed)
 
 
 if __name__ == "__main__":
@@ -1046,18 +953,8 @@ if __name__ == "__main__":
     if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
         args = tyro.cli(Args, default=resume_defaults(args))
     if args.eval_checkpoint:
-        check_common(args)  # the flags every script checks (--resume cannot come with it)
-        if args.eval_episodes <= 0:
-            fail("--eval-episodes must be positive to evaluate a checkpoint")
-        seed_everything(args.seed, args.torch_deterministic)
-        device = pick_device(args.cuda)
-        q_net, env_id = load_checkpoint(args.eval_checkpoint, device)
-        env_id = tyro.cli(Args, default=replace(args, env_id=env_id)).env_id  # an --env-id given wins over the model's
-        atari_game(env_id)
-        check_fits(q_net, gym.make(env_id), env_id)  # before a folder is made for the evaluation
-        folder = eval_folder(args.eval_checkpoint)
-        video_dir = os.path.join(folder, "videos") if args.capture_video else None
-        scores = evaluate(q_net, env_id, args.eval_episodes, args.eval_epsilon, args.seed, device, video_dir)
-        report_scores(scores, env_id, args.eval_epsilon == 0, "games", folder)
+        # an --env-id given wins over the model's: the flags read again with the model's env as the default
+        parse = lambda env_id: tyro.cli(Args, default=replace(args, env_id=env_id))
+        evaluate_checkpoint(args, load_checkpoint, evaluate, parse)
     else:
         train(args)

@@ -36,7 +36,6 @@ Deliberate departures from the paper (all as sb3-contrib's TRPO, so that results
 
 import csv
 import difflib
-import inspect
 import json
 import math
 import os
@@ -46,6 +45,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
 from functools import partial
 from typing import NoReturn
 
@@ -386,95 +386,95 @@ def train(args: Args) -> str:
     device = pick_device(args.cuda)
     T, N = args.num_steps, args.num_envs
     num_updates = args.total_timesteps // (T * N)
-    run = Run(args, num_updates * T * N)
+    with Run(args, num_updates * T * N) as run:
+        envs = make_envs(args.env_id, N, args.seed)
+        agent = Agent(obs_dim, action_dim, discrete, args.normalize_obs).to(device)
+        # impl detail: Adam eps 1e-5 (SB3's on-policy default; Huang et al. 2022, detail 3)
+        value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, eps=1e-5)
+        reward_normalizer = RewardNormalizer(N, args.gamma, device)  # for --normalize-reward (in the appendix)
 
-    envs = make_envs(args.env_id, N, args.seed)
-    agent = Agent(obs_dim, action_dim, discrete, args.normalize_obs).to(device)
-    # impl detail: Adam eps 1e-5 (SB3's on-policy default; Huang et al. 2022, detail 3)
-    value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=args.vf_learning_rate, eps=1e-5)
-    reward_normalizer = RewardNormalizer(N, args.gamma, device)  # for --normalize-reward (in the appendix)
+        # Rollout storage (numpy: filled one step at a time, turned into tensors once per batch)
+        obs = np.zeros((T, N, obs_dim), dtype=np.float32)
+        action_space = envs.single_action_space
+        actions = np.zeros((T, N, *action_space.shape), dtype=np.int64 if discrete else np.float32)
+        rewards, terminations, truncations = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
+        next_obs, _ = envs.reset(seed=run.env_seed(args.seed))  # sub-env i gets seed + i
+        episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
+        as_tensor = partial(torch.as_tensor, dtype=torch.float32, device=device)
 
-    # Rollout storage (numpy: filled one step at a time, turned into tensors once per batch)
-    obs = np.zeros((T, N, obs_dim), dtype=np.float32)
-    action_space = envs.single_action_space
-    actions = np.zeros((T, N, *action_space.shape), dtype=np.int64 if discrete else np.float32)
-    rewards, terminations, truncations = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
-    next_obs, _ = envs.reset(seed=run.env_seed(args.seed))  # sub-env i gets seed + i
-    episode_return, episode_length = np.zeros(N), np.zeros(N, dtype=np.int64)
-    as_tensor = partial(torch.as_tensor, dtype=torch.float32, device=device)
+        parts = dict(model=agent, value_optimizer=value_optimizer, return_rms=reward_normalizer.rms)  # in a checkpoint
+        checkpoint = lambda: model_file(agent, args.env_id) | {name: part.state_dict() for name, part in parts.items()}
+        global_step = resume(run, parts)  # 0 for a new run
+        for _update in range(global_step // (T * N), num_updates):
+            # ---- act and observe: T steps in each of the N envs with pi_theta_old; episodes run on across batches ----
+            final_obs = {}  # (t, i) -> the last observation of an episode the time limit cut
+            with torch.no_grad():  # not inference_mode: the batch's tensors are inputs to the policy's gradient
+                for t in range(T):
+                    obs[t] = next_obs
+                    actions[t] = agent.sample(as_tensor(next_obs)).cpu().numpy()
+                    # the env gets the action clipped to its bounds; log pi_theta is of the sampled one
+                    env_action = actions[t] if discrete else np.clip(actions[t], action_space.low, action_space.high)
+                    next_obs, rewards[t], terminations[t], truncations[t], info = envs.step(env_action)
+                    global_step += N
+                    episode_over = terminations[t].astype(bool) | truncations[t].astype(bool)
+                    for i in np.flatnonzero(truncations[t] * (1 - terminations[t])):
+                        final_obs[(t, i)] = info["final_obs"][i]
+                    if args.normalize_reward:
+                        reward_normalizer.observe(rewards[t], episode_over)
+                    episode_return += rewards[t]
+                    episode_length += 1
+                    run.log_games(
+                        [(global_step, episode_return[i], episode_length[i]) for i in np.flatnonzero(episode_over)]
+                    )
+                    episode_return[episode_over], episode_length[episode_over] = 0, 0
 
-    parts = dict(model=agent, value_optimizer=value_optimizer, return_rms=reward_normalizer.rms)  # in a checkpoint
-    checkpoint = lambda: model_file(agent, args.env_id) | {name: part.state_dict() for name, part in parts.items()}
-    global_step = resume(run, parts)  # 0 for a new run
-    for _update in range(global_step // (T * N), num_updates):
-        # ---- act and observe: T steps in each of the N envs with pi_theta_old; episodes run on across batches ----
-        final_obs = {}  # (t, i) -> the last observation of an episode the time limit cut
-        with torch.no_grad():  # not inference_mode: the batch's tensors are inputs to the policy's gradient
-            for t in range(T):
-                obs[t] = next_obs
-                actions[t] = agent.sample(as_tensor(next_obs)).cpu().numpy()
-                # the env gets the action clipped to its bounds; log pi_theta is of the sampled one
-                env_action = actions[t] if discrete else np.clip(actions[t], action_space.low, action_space.high)
-                next_obs, rewards[t], terminations[t], truncations[t], info = envs.step(env_action)
-                global_step += N
-                episode_over = terminations[t].astype(bool) | truncations[t].astype(bool)
-                for i in np.flatnonzero(truncations[t] * (1 - terminations[t])):
-                    final_obs[(t, i)] = info["final_obs"][i]
-                if args.normalize_reward:
-                    reward_normalizer.observe(rewards[t], episode_over)
-                episode_return += rewards[t]
-                episode_length += 1
-                run.log_games(
-                    [(global_step, episode_return[i], episode_length[i]) for i in np.flatnonzero(episode_over)]
+                # ---- advantages: reward-to-go minus the baseline V, by GAE(lambda) ----
+                obs_t, rewards_t = as_tensor(obs), as_tensor(rewards)
+                terminations_t, truncations_t = as_tensor(terminations), as_tensor(truncations)
+                if args.normalize_reward:  # impl detail: r / std of the discounted return, clipped (SB3's VecNormalize)
+                    rewards_t = reward_normalizer(rewards_t)
+                values = agent.value(obs_t)  # [T, N]
+                # V(s'_t): the next row of values, V of the last observation where the time limit cut the episode
+                next_values = torch.cat([values[1:], agent.value(as_tensor(next_obs)).unsqueeze(0)])
+                if final_obs:
+                    cut = tuple(zip(*final_obs, strict=True))  # ([t, ...], [i, ...])
+                    next_values[cut] = agent.value(as_tensor(np.array([*final_obs.values()])))
+                advantages = gae(
+                    rewards_t, values, next_values, terminations_t, truncations_t, args.gamma, args.gae_lambda
                 )
-                episode_return[episode_over], episode_length[episode_over] = 0, 0
+                returns = advantages + values  # targets for V: lambda-returns
 
-            # ---- advantages: reward-to-go minus the baseline V, by GAE(lambda) ----
-            obs_t, rewards_t = as_tensor(obs), as_tensor(rewards)
-            terminations_t, truncations_t = as_tensor(terminations), as_tensor(truncations)
-            if args.normalize_reward:  # impl detail: r / std of the discounted return, clipped (SB3's VecNormalize)
-                rewards_t = reward_normalizer(rewards_t)
-            values = agent.value(obs_t)  # [T, N]
-            # V(s'_t): the next row of values, V of the last observation where the time limit cut the episode
-            next_values = torch.cat([values[1:], agent.value(as_tensor(next_obs)).unsqueeze(0)])
-            if final_obs:
-                cut = tuple(zip(*final_obs, strict=True))  # ([t, ...], [i, ...])
-                next_values[cut] = agent.value(as_tensor(np.array([*final_obs.values()])))
-            advantages = gae(rewards_t, values, next_values, terminations_t, truncations_t, args.gamma, args.gae_lambda)
-            returns = advantages + values  # targets for V: lambda-returns
+            # ---- the TRPO step on the whole batch ----
+            b_obs, b_returns, b_values = obs_t.reshape(T * N, obs_dim), returns.reshape(-1), values.reshape(-1)
+            b_actions = torch.as_tensor(actions, device=device).reshape(T * N, *action_space.shape)
+            b_advantages = advantages.reshape(-1)
+            if args.norm_adv:
+                # impl detail: advantages normalized per batch (SB3's normalize_advantage; Spinning Up's buffer)
+                b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
+            stats = update_policy(agent, b_obs, b_actions, b_advantages, args)
 
-        # ---- the TRPO step on the whole batch ----
-        b_obs, b_returns, b_values = obs_t.reshape(T * N, obs_dim), returns.reshape(-1), values.reshape(-1)
-        b_actions = torch.as_tensor(actions, device=device).reshape(T * N, *action_space.shape)
-        b_advantages = advantages.reshape(-1)
-        if args.norm_adv:
-            # impl detail: advantages normalized per batch (SB3's normalize_advantage; Spinning Up's buffer)
-            b_advantages = (b_advantages - b_advantages.mean()) / (b_advantages.std() + 1e-8)
-        stats = update_policy(agent, b_obs, b_actions, b_advantages, args)
+            # ---- fit the baseline: V(s_t) ~ lambda-return, by Adam on shuffled minibatches ----
+            for _epoch in range(args.vf_epochs):
+                for mb in torch.randperm(T * N, device=device).split(args.vf_minibatch_size):
+                    v_loss = 0.5 * ((agent.value(b_obs[mb]) - b_returns[mb]) ** 2).mean()
+                    value_optimizer.zero_grad(set_to_none=True)
+                    v_loss.backward()
+                    value_optimizer.step()
+            if args.normalize_obs:
+                # deviation: merged once per batch, after the update (SB3's VecNormalize merges every step), so that
+                # pi_theta and V stay the same functions of the raw observation within a batch
+                agent.obs_rms.update(b_obs)
 
-        # ---- fit the baseline: V(s_t) ~ lambda-return, by Adam on shuffled minibatches ----
-        for _epoch in range(args.vf_epochs):
-            for mb in torch.randperm(T * N, device=device).split(args.vf_minibatch_size):
-                v_loss = 0.5 * ((agent.value(b_obs[mb]) - b_returns[mb]) ** 2).mean()
-                value_optimizer.zero_grad(set_to_none=True)
-                v_loss.backward()
-                value_optimizer.step()
-        if args.normalize_obs:
-            # deviation: merged once per batch, after the update (SB3's VecNormalize merges every step), so that
-            # pi_theta and V stay the same functions of the raw observation within a batch
-            agent.obs_rms.update(b_obs)
-
-        # how much of the returns' variance the baseline explained before the fit (1: all, 0: none)
-        explained_var = 1 - (b_returns - b_values).var() / b_returns.var().clamp(min=1e-8)
-        stats |= {"losses/value_loss": v_loss.item(), "losses/explained_variance": explained_var.item()}
-        if args.normalize_reward:
-            stats["charts/return_std"] = reward_normalizer.rms.var.sqrt().item()
-        run.log(global_step, stats | {"charts/SPS": run.sps(global_step)})
-        run.step_done(global_step, checkpoint)
-    envs.close()
-    run.step_done(global_step, checkpoint, final=True)
-    play = partial(evaluate, agent, args.env_id, args.eval_episodes, args.seed, device, args.eval_deterministic)
-    return run.finish(global_step, model_file(agent, args.env_id), play, args.eval_deterministic, "episodes")
+            # how much of the returns' variance the baseline explained before the fit (1: all, 0: none)
+            explained_var = 1 - (b_returns - b_values).var() / b_returns.var().clamp(min=1e-8)
+            stats |= {"losses/value_loss": v_loss.item(), "losses/explained_variance": explained_var.item()}
+            if args.normalize_reward:
+                stats["charts/return_std"] = reward_normalizer.rms.var.sqrt().item()
+            run.log(global_step, stats | {"charts/SPS": run.sps(global_step)})
+            run.step_done(global_step, checkpoint)
+        envs.close()
+        run.step_done(global_step, checkpoint, final=True)
+        return run.finish(global_step, model_file(agent, args.env_id), partial(evaluate, agent, args, device))
 
 
 # ---------------------------------------------------------------- Appendix: the plumbing
@@ -494,9 +494,8 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-    torch.backends.cudnn.deterministic = torch_deterministic
     torch.backends.cudnn.benchmark = not torch_deterministic
-    torch.use_deterministic_algorithms(torch_deterministic)
+    torch.use_deterministic_algorithms(torch_deterministic)  # cuDNN's deterministic convolutions too
     # deterministic mode also fills new tensors with NaN to expose reads of uninitialized memory;
     # nothing here reads such memory, and the fill cost 20% of the update on CPU (measured)
     torch.utils.deterministic.fill_uninitialized_memory = False
@@ -522,7 +521,7 @@ def check_common(args) -> None:
         fail("--capture-video records the evaluation games, but --eval-episodes is 0; give --eval-episodes 1 or more")
     if args.resume and args.eval_checkpoint:
         fail("--resume trains on and --eval-checkpoint only evaluates; give one of them")
-    if args.track and wandb_mode() not in ("offline", "disabled", "dryrun"):
+    if args.track and os.environ.get("WANDB_MODE", "online").lower() not in ("offline", "disabled", "dryrun"):
         import wandb
 
         # before the run folder exists: without credentials wandb.init would fail (or ask) after it was made
@@ -530,24 +529,28 @@ def check_common(args) -> None:
             fail("--track needs a wandb login: run `wandb login`, set WANDB_API_KEY, or WANDB_MODE=offline")
 
 
-def wandb_mode() -> str:
-    return os.environ.get("WANDB_MODE", "online").lower()
-
-
 # flags a resumed run may change; every other flag shapes the run and must match the saved one
 CAN_CHANGE_ON_RESUME = {"resume", "total_timesteps", "checkpoint_every", "checkpoint_replay", "cuda", "buffer_device"}
 CAN_CHANGE_ON_RESUME |= {"torch_deterministic", "track", "wandb_project_name", "wandb_entity", "capture_video"}
 CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard", "dist_timeout"}
+SCRIPT = os.path.basename(__file__)
 
 
 def resume_defaults(args):
     """--resume runs/<run>: the run's saved flags, as the defaults that the flags given now override."""
     try:
         with open(os.path.join(args.resume, "args.json")) as f:
-            saved = json.load(f)
-        return type(args)(**{**saved, "resume": args.resume})
+            return type(args)(**{**json.load(f), "resume": args.resume})
     except (OSError, ValueError, TypeError) as e:
         fail(f"cannot resume {args.resume}: {type(e).__name__}: {e}; give a run folder written by {SCRIPT}")
+
+
+def load_file(path: str, mmap: bool = False):
+    """torch.load, safely (weights_only: tensors and plain values, never code), or a one-line error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # a missing, truncated or foreign file: say which and why in one line
+        fail(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
 
 def save_atomic(state: dict, path: str) -> None:
@@ -559,28 +562,8 @@ def save_atomic(state: dict, path: str) -> None:
         os.fsync(f.fileno())
     os.replace(path + ".tmp", path)
     folder = os.open(os.path.dirname(path), os.O_RDONLY)  # and the rename itself
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
-def rng_states() -> dict:
-    """The generators of python, numpy, torch and CUDA, as plain values and tensors (weights_only loads them)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    states = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
-    states["cuda"] = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    name, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    os.fsync(folder)
+    os.close(folder)
 
 
 def first_nonfinite(tree, path: str = "") -> str | None:
@@ -591,99 +574,104 @@ def first_nonfinite(tree, path: str = "") -> str | None:
     return next((p for key, value in items if (p := first_nonfinite(value, f"{path}/{key}"))), None)
 
 
-SCRIPT = os.path.basename(__file__)
+def new_folder(base: str) -> str:
+    """`base`, or base~2, base~3, ... when a run or evaluation started in the same second has it."""
+    folder, n = base, 1
+    while os.path.exists(folder):
+        n += 1
+        folder = f"{base}~{n}"
+    return folder
+
+
+def read_checkpoint(args) -> dict:
+    """--resume runs/<run>: its checkpoint.pt, checked against the flags given now, or a one-line error."""
+    path = os.path.join(args.resume, "checkpoint.pt")
+    if not os.path.exists(path):
+        fail(f"{path} does not exist: the run stopped before its first checkpoint, or is not a run folder")
+    state = load_file(path, mmap=True)  # a replay memory inside is read as it is copied into place
+    if not isinstance(state, dict) or not {"args", "global_step", "rng", "run"} <= state.keys():
+        fail(f"{path} is not a checkpoint of {SCRIPT} (a --save-model file cannot be resumed)")
+    for name, value in asdict(args).items():
+        if name not in CAN_CHANGE_ON_RESUME and state["args"].get(name) != value:
+            flag = f"--{name.replace('_', '-')}"
+            fail(f"{flag} is {value!r} but the run was started with {state['args'].get(name)!r}; drop {flag}")
+    if args.total_timesteps < min(state["global_step"], state["args"]["total_timesteps"]):  # raise it, or keep it
+        fail(f"--total-timesteps {args.total_timesteps:,} is below the checkpoint's step {state['global_step']:,}")
+    return state
 
 
 class Run:
-    """The run folder runs/<env>__<exp>__<seed>__<time>/: args.json, metrics.csv (global_step, metric, value),
-    checkpoint.pt, the model; the same metrics to wandb with --track; a progress line. With --resume, the same
-    folder again: metrics.csv cut back to what the checkpoint had seen, the same wandb run. SIGINT and SIGTERM
-    stop the run after the current step, with a checkpoint; a second signal stops it at once. A process that is
-    not the writer (of several that train one model) writes and prints nothing, but checks and stops alike."""
+    """The run folder runs/<env>__<exp>__<seed>__<time>/ with args.json, metrics.csv (global_step, metric, value),
+    checkpoint.pt and the model; the same metrics to TensorBoard and wandb; the progress line. With --resume, the
+    same folder again: metrics.csv cut back to what the checkpoint had seen, the same wandb run. Used as
+    `with Run(...) as run:`, SIGINT and SIGTERM stop it after the current step with a checkpoint (a second signal
+    at once), and every sink is closed and the handlers from before restored however the block ends. A process
+    that is not the writer (of several that train one model) writes and prints nothing, but checks and stops."""
 
     def __init__(self, args, total_timesteps: int, writer: bool = True):
-        self.state, wandb_id, self.args, self.writer = None, None, asdict(args), writer
-        self.dir = self.name = None
-        if args.resume:
-            self.dir, self.name = args.resume.rstrip("/"), os.path.basename(args.resume.rstrip("/"))
-            self.state = self.read_checkpoint(args)
-            wandb_id = self.state["run"]["wandb_id"]
-            metrics = os.path.join(self.dir, "metrics.csv")
-            if writer and os.path.getsize(metrics) > self.state["run"]["metrics_bytes"]:
-                with open(metrics, "r+b") as f:  # the rows after the checkpoint belong to steps that are played again
-                    f.truncate(self.state["run"]["metrics_bytes"])
-        elif writer:
-            base = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-            self.name, n = base, 1
-            while os.path.exists(os.path.join("runs", self.name)):  # another run started in the same second
-                n += 1
-                self.name = f"{base}~{n}"
-            self.dir = os.path.join("runs", self.name)
-            os.makedirs(self.dir, exist_ok=True)
-        if writer:
-            with open(os.path.join(self.dir, "args.json"), "w") as f:
-                json.dump(self.args, f, indent=2)
-        metrics = os.path.join(self.dir, "metrics.csv") if writer else os.devnull
-        self.csv_file = open(metrics, "a" if args.resume else "w", newline="")
+        self.args, self.total, self.writer = asdict(args), total_timesteps, writer
+        self.state = read_checkpoint(args) if args.resume else None
+        self.start_step = self.saved_at = self.state["global_step"] if self.state else 0
+        self.dir = args.resume.rstrip("/") if args.resume else None
+        if writer and not args.resume:
+            name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            self.dir = new_folder(os.path.join("runs", name))
+            os.makedirs(self.dir)
+        self.csv_file = open(os.path.join(self.dir, "metrics.csv") if writer else os.devnull, "a", newline="")
+        if self.state and self.csv_file.tell() > self.state["run"]["metrics_bytes"]:
+            self.csv_file.truncate(self.state["run"]["metrics_bytes"])  # rows of steps that are played again
         self.csv = csv.writer(self.csv_file)
         if not args.resume:
             self.csv.writerow(["global_step", "metric", "value"])
-        self.wandb = None
-        if args.track and writer:
+        self.tensorboard = self.wandb = None
+        if writer:
+            with open(os.path.join(self.dir, "args.json"), "w") as f:
+                json.dump(self.args, f, indent=2)
+        if writer and args.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # on resume, the events after the checkpoint go, as metrics.csv's rows do
+            self.tensorboard = SummaryWriter(self.dir, purge_step=self.start_step + 1 if self.state else None)
+        if writer and args.track:
             import wandb
 
             self.wandb = wandb.init(
                 project=args.wandb_project_name,
                 entity=args.wandb_entity,
                 config=self.args,
-                name=self.name,
+                name=os.path.basename(self.dir),
                 dir=os.path.abspath(self.dir),  # the wandb service process has its own working directory
-                id=wandb_id,
-                resume="allow" if wandb_id else None,
+                id=self.state["run"]["wandb_id"] if self.state else None,
+                resume="allow",
                 save_code=True,
             )
             # x axis: global_step, logged with every point (two points logged at one step are both kept)
             self.wandb.define_metric("global_step")
             self.wandb.define_metric("*", step_metric="global_step")
-        self.total, self.checkpoint_every = total_timesteps, args.checkpoint_every
-        self.start = self.last_print = time.time()
-        self.start_step = self.checkpoint_step = self.state["global_step"] if self.state else 0
-        self.tensorboard = None
-        if args.tensorboard and writer:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # on resume, the events after the checkpoint go, as metrics.csv's rows do
-            self.tensorboard = SummaryWriter(self.dir, purge_step=self.start_step + 1 if self.state else None)
-        self.saved_at = None  # the step of this process's last checkpoint
         self.returns = deque(self.state["run"]["returns"] if self.state else (), maxlen=100)  # last 100 games' scores
+        self.start = self.last_print = time.time()
         self.signal, self.training_over = 0, False
-        self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        # the frame of the train() that made this run: a signal after it raised is not this run's any more
-        self.owner = (id(caller := inspect.currentframe().f_back), caller.f_code)
 
-    def read_checkpoint(self, args) -> dict:
-        """checkpoint.pt of the run to resume (and the replay memory beside it), or a one-line error."""
-        path = os.path.join(self.dir, "checkpoint.pt")
-        if not os.path.exists(path):
-            fail(f"{path} does not exist: the run stopped before its first checkpoint, or is not a run folder")
-        state = load_file(path)
-        if not isinstance(state, dict) or not {"args", "global_step", "rng", "run"} <= state.keys():
-            fail(f"{path} is not a checkpoint of {SCRIPT} (a --save-model file cannot be resumed)")
-        for name, value in self.args.items():
-            if name not in CAN_CHANGE_ON_RESUME and state["args"].get(name) != value:
-                flag = f"--{name.replace('_', '-')}"
-                fail(f"{flag} is {value!r} but the run was started with {state['args'].get(name)!r}; drop {flag}")
-        if args.total_timesteps < min(state["global_step"], state["args"]["total_timesteps"]):  # raise it, or keep it
-            fail(f"--total-timesteps {args.total_timesteps:,} is below the checkpoint's step {state['global_step']:,}")
-        if "replay_file" in state:
-            state["replay"] = load_file(os.path.join(self.dir, state["replay_file"]), mmap=True)
-        return state
+    def __enter__(self) -> "Run":
+        self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exception) -> None:
+        for s, handler in self.handlers.items():
+            signal.signal(s, handler)
+        self.csv_file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
     def resume(self) -> dict | None:
-        """The checkpoint's state, with python's, numpy's, torch's and CUDA's generators set as they were; None
-        for a new run. Call it last before the loop, after everything that draws random numbers at the start."""
+        """The checkpoint's state, with torch's (and CUDA's) generators set as they were; None for a new run. Call
+        it last before the loop, after everything that draws random numbers at the start."""
         if self.state is not None:
-            set_rng_states(self.state["rng"])
+            torch.set_rng_state(self.state["rng"]["torch"])
+            if torch.cuda.is_available() and len(self.state["rng"]["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(self.state["rng"]["cuda"])
             if self.writer:
                 print(f"resumed {self.dir} at step {self.start_step:,}", flush=True)
         return self.state
@@ -694,198 +682,125 @@ class Run:
 
     def log(self, global_step: int, metrics: dict) -> None:
         """Numbers (or one-element tensors) at one step, to every sink: metrics.csv, TensorBoard, wandb."""
-        metrics = {
-            name: value.item() if isinstance(value, torch.Tensor) else float(value) for name, value in metrics.items()
-        }
+        metrics = {k: v.item() if isinstance(v, torch.Tensor) else float(v) for k, v in metrics.items()}
         for name, value in metrics.items():
             if not math.isfinite(value):
                 self.stop_nonfinite(f"{name} is {value}", global_step)
             self.csv.writerow([global_step, name, value])
-            if name == "charts/episodic_return":
-                self.returns.append(value)
             if self.tensorboard is not None:
                 self.tensorboard.add_scalar(name, value, global_step)
         if self.wandb is not None:
-            self.wandb.log({**metrics, "global_step": global_step})
+            self.wandb.log(metrics | {"global_step": global_step})
+
+    def log_games(self, games: list[tuple[int, float, int]]) -> None:
+        """charts/episodic_return and charts/episodic_length of the games (or episodes) (step, return, length)."""
+        for global_step, episode_return, length in games:
+            self.returns.append(float(episode_return))
+            self.log(global_step, {"charts/episodic_return": episode_return, "charts/episodic_length": length})
 
     def sps(self, global_step: int) -> float:
         """Steps per second since this process started (or resumed) the run."""
         return (global_step - self.start_step) / max(time.time() - self.start, 1e-9)
 
-    def progress(self, global_step: int, every: float = 5.0) -> None:
-        now = time.time()
-        if not self.writer or (now - self.last_print < every and global_step < self.total):
-            return
-        self.last_print = now
-        self.flush()  # a kill loses at most the metrics of the last few seconds
-        sps = self.sps(global_step)
-        recent = f"{np.mean(self.returns):.1f} (last {len(self.returns)})" if self.returns else "-"
-        eta = max(self.total - global_step, 0) / max(sps, 1e-9)
-        print(
-            f"step {global_step:,}/{self.total:,} | {sps:,.0f} SPS | return {recent} | "
-            f"ETA {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m",
-            flush=True,
-        )
-
-    def step_done(self, global_step: int, checkpoint: Callable[[], dict], final: bool = False) -> None:
-        """After each step: the progress line, a checkpoint every --checkpoint-every steps (and at the end), and
-        on SIGINT or SIGTERM a checkpoint and the exit (130 or 143)."""
-        if not final:
-            self.progress(global_step)
-        every = self.checkpoint_every
-        due = final or self.signal or global_step // every > self.checkpoint_step // every if every > 0 else False
+    def step_done(self, global_step: int, checkpoint: Callable[[], dict], final: bool = False, stop: int | None = None):
+        """After each step: the progress line every 5 s, a checkpoint every --checkpoint-every steps (and at the
+        end), and on SIGINT or SIGTERM (or `stop`, the signal that processes training together agreed on) a
+        checkpoint and the exit, 130 or 143."""
+        stop = self.signal if stop is None else stop
+        if self.writer and not final and (time.time() - self.last_print >= 5 or global_step >= self.total):
+            self.last_print = time.time()
+            self.csv_file.flush()  # a kill loses at most the metrics of the last few seconds
+            sps = self.sps(global_step)
+            recent = f"{np.mean(self.returns):.1f} (last {len(self.returns)})" if self.returns else "-"
+            eta = timedelta(seconds=int(max(self.total - global_step, 0) / max(sps, 1e-9)))
+            print(f"step {global_step:,}/{self.total:,} | {sps:,.0f} SPS | return {recent} | ETA {eta}", flush=True)
+        every = self.args["checkpoint_every"]
+        due = final or stop or (every > 0 and global_step // every > self.saved_at // every)
         if due and global_step != self.saved_at:  # not twice at one step (a periodic one that is also the last)
             self.save(global_step, checkpoint())
-        if self.signal:
-            self.close()
+        if stop:
             how = f"resume with: python {SCRIPT} --resume {self.dir}"
             how = how if every > 0 else "no checkpoint written (--checkpoint-every 0)"
             if self.writer:
                 print(f"interrupted at step {global_step:,}; {how}", flush=True)
-            raise SystemExit(128 + self.signal)
+            raise SystemExit(128 + stop)
         self.training_over = final
 
     def save(self, global_step: int, state: dict) -> None:
-        """checkpoint.pt (and the replay memory, if any, in its own file), unless a tensor went NaN or inf."""
+        """checkpoint.pt, unless a tensor went NaN or inf."""
         if (where := first_nonfinite(state)) is not None:
             self.stop_nonfinite(f"{where.lstrip('/')} holds NaN or inf", global_step)
-        self.checkpoint_step = self.saved_at = global_step
+        self.saved_at = global_step
         if not self.writer:
             return
-        self.flush()
-        returns, wandb_id = list(self.returns), self.wandb.id if self.wandb is not None else None
-        state["run"] = {"metrics_bytes": self.csv_file.tell(), "returns": returns, "wandb_id": wandb_id}
-        state |= {"args": self.args, "global_step": global_step, "rng": rng_states()}
-        if (replay := state.pop("replay", None)) is not None:  # named by its step, so that it matches the checkpoint
-            state["replay_file"] = f"replay-{global_step}.pt"
-            save_atomic(replay, os.path.join(self.dir, state["replay_file"]))
+        self.csv_file.flush()
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+        wandb_id = self.wandb.id if self.wandb is not None else None
+        state["run"] = {"metrics_bytes": self.csv_file.tell(), "returns": list(self.returns), "wandb_id": wandb_id}
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        state |= {"args": self.args, "global_step": global_step, "rng": {"torch": torch.get_rng_state(), "cuda": cuda}}
         save_atomic(state, os.path.join(self.dir, "checkpoint.pt"))
-        for old in os.listdir(self.dir):
-            if old.startswith("replay-") and old != state.get("replay_file"):
-                os.remove(os.path.join(self.dir, old))
 
     def stop_nonfinite(self, what: str, global_step: int) -> NoReturn:
-        self.close()
         path = os.path.join(self.dir or "", "checkpoint.pt")
-        kept = f"{path} (step {self.checkpoint_step:,}) is kept" if os.path.exists(path) else "no checkpoint yet"
+        kept = f"{path} (step {self.saved_at:,}) is kept" if os.path.exists(path) else "no checkpoint yet"
         fail(f"{what} at step {global_step:,}; training stopped, {kept}")
 
     def on_signal(self, signum: int, frame) -> None:
-        caller = frame  # the frame the signal interrupted, and those that called it: is the run's train() there?
-        while caller is not None and (id(caller), caller.f_code) != self.owner:
-            caller = caller.f_back
-        if frame is not None and caller is None:  # train() raised in a process that goes on (a notebook, a test)
-            self.close()
-            signal.raise_signal(signum)  # and let the handler from before the run take this signal
-            return
         if self.signal:  # the second: stop now (the last checkpoint is whole: it is written atomically)
             os._exit(128 + signum)
         self.signal = signum
         if self.training_over:  # in the evaluation: the final checkpoint is written, stop here
-            self.close()
             if self.writer:
                 print(f"interrupted in the evaluation, after the final checkpoint of {self.dir}", flush=True)
             raise SystemExit(128 + signum)
 
-    def finish(self, global_step: int, model: dict, play: Callable, deterministic: bool, unit: str) -> str | None:
+    def finish(self, global_step: int, model: dict, play: Callable) -> str | None:
         """After training: --save-model writes `model` into the run folder; play(video_dir) plays --eval-episodes
-        games or episodes, their scores logged as eval/episodic_return with a mean line; the run is closed."""
+        games or episodes, logged as eval/episodic_return (with --track, the videos too)."""
         if self.writer and self.args["save_model"]:
-            path = os.path.join(self.dir, f"{self.args['exp_name']}.pt")
-            torch.save(model, path)
-            print(f"saved {path}")
+            torch.save(model, os.path.join(self.dir, f"{self.args['exp_name']}.pt"))
+            print(f"saved {os.path.join(self.dir, self.args['exp_name'])}.pt")
         if self.writer and self.args["eval_episodes"] > 0:
             video_dir = os.path.join(self.dir, "videos") if self.args["capture_video"] else None
             scores = play(video_dir=video_dir)
             for episode_return in scores:
                 self.log(global_step, {"eval/episodic_return": episode_return})
-            report_scores(scores, self.args["env_id"], deterministic, unit)
-            self.log_videos(video_dir)
-        self.close()
-        return self.dir if self.writer else None
+            report(scores, self.args["env_id"])
+            if self.wandb is not None and video_dir:
+                import wandb
 
-    def log_games(self, games: list[tuple[int, float, int]]) -> None:
-        """charts/episodic_return and charts/episodic_length of the games (or episodes) (step, return, length)."""
-        for global_step, episode_return, length in games:
-            self.log(global_step, {"charts/episodic_return": episode_return, "charts/episodic_length": length})
-
-    def flush(self) -> None:
-        self.csv_file.flush()
-        if self.tensorboard is not None:
-            self.tensorboard.flush()
-
-    def log_videos(self, folder: str | None) -> None:
-        """The evaluation's videos into the wandb run (--track --capture-video)."""
-        if self.wandb is not None and folder:
-            import wandb
-
-            for name in sorted(f for f in os.listdir(folder) if f.endswith(".mp4")):
-                self.wandb.log({"eval/video": wandb.Video(os.path.join(folder, name))})
-
-    def close(self) -> None:
-        for s, handler in self.handlers.items():
-            signal.signal(s, handler)
-        if not self.csv_file.closed:
-            self.csv_file.close()
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-            self.tensorboard = None
-        if self.wandb is not None:
-            self.wandb.finish()
-            self.wandb = None
+                for name in sorted(f for f in os.listdir(video_dir) if f.endswith(".mp4")):
+                    self.wandb.log({"eval/video": wandb.Video(os.path.join(video_dir, name))})
+        return self.dir
 
 
-class Games:
-    """An evaluation's games as they are played: a line per game, and a line every 5 s within a long one (an Atari
-    agent that never presses FIRE after losing a life stands still until the 108k-frame limit, 27k steps)."""
-
-    def __init__(self, episodes: int):
-        self.episodes, self.scores, self.steps, self.last = episodes, [], 0, time.time()
-
-    def step(self, episode_return: float) -> None:
-        self.steps += 1
-        if time.time() - self.last >= 5.0:
-            self.last = time.time()
-            game = f"eval episode {len(self.scores) + 1}/{self.episodes}"
-            print(f"{game}: {self.steps:,} steps so far, return {episode_return:.1f}", flush=True)
-
-    def done(self, episode_return: float) -> None:
-        self.scores.append(float(episode_return))
-        self.steps, self.last = 0, time.time()
-        print(f"eval episode {len(self.scores)}/{self.episodes}: return {episode_return:.1f}", flush=True)
-
-
-def eval_folder(checkpoint: str) -> str:
-    """A new folder eval-<time>/ beside the evaluated checkpoint (in its run folder): nothing is overwritten."""
-    base = os.path.join(os.path.dirname(checkpoint), "eval-" + time.strftime("%Y%m%d-%H%M%S"))
-    folder, n = base, 1
-    while os.path.exists(folder):
-        n += 1
-        folder = f"{base}~{n}"
-    os.makedirs(folder)
-    return folder
-
-
-def report_scores(scores: list, env_id: str, deterministic: bool, unit: str, folder: str | None = None) -> None:
-    """The mean line; with a folder, scores.csv (a row per game or episode) and summary.json beside the videos."""
-    summary = {"env_id": env_id, "games": len(scores), "mean": float(np.mean(scores)), "std": float(np.std(scores))}
-    summary |= {"min": float(np.min(scores)), "max": float(np.max(scores)), "deterministic": deterministic}
-    mean = f"mean return {summary['mean']:.1f} +- {summary['std']:.1f} over {len(scores)} {unit}"
-    print(f"{env_id}: {mean} ({'deterministic' if deterministic else 'stochastic'} policy)", flush=True)
+def report(scores: list[float], env_id: str, folder: str | None = None) -> None:
+    """The mean line; with a folder (an evaluation of its own), scores.json: the env and each episode's return."""
+    summary = {"env_id": env_id, "returns": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores))}
+    print(f"{env_id}: mean return {summary['mean']:.1f} +- {summary['std']:.1f} over {len(scores)} episodes")
     if folder:
-        with open(os.path.join(folder, "scores.csv"), "w", newline="") as f:
-            csv.writer(f).writerows([[unit[:-1], "return"], *enumerate(scores, 1)])
-        with open(os.path.join(folder, "summary.json"), "w") as f:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "scores.json"), "w") as f:
             json.dump(summary, f, indent=2)
         print(f"wrote {folder}", flush=True)
 
 
-def load_file(path: str, mmap: bool = False):
-    """torch.load, safely (weights_only: tensors and plain values, never code), or a one-line error."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # a missing, truncated or foreign file: say which and why in one line
-        fail(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+def evaluate_checkpoint(args, load_checkpoint: Callable, evaluate: Callable, parse: Callable) -> None:
+    """--eval-checkpoint: --eval-episodes episodes of the saved model, on its env or the --env-id given (parse(env_id)
+    reads the flags again with the model's env as the default), into a new folder eval-<time>/ beside it."""
+    check_common(args)  # the flags every script checks (--resume cannot come with it)
+    if args.eval_episodes <= 0:
+        fail("--eval-episodes must be positive to evaluate a checkpoint")
+    seed_everything(args.seed, args.torch_deterministic)
+    device = pick_device(args.cuda)
+    model, env_id = load_checkpoint(args.eval_checkpoint, device)
+    args = parse(env_id)
+    folder = new_folder(os.path.join(os.path.dirname(args.eval_checkpoint), time.strftime("eval-%Y%m%d-%H%M%S")))
+    # the env is made and checked against the network before anything is written
+    scores = evaluate(model, args, device, video_dir=os.path.join(folder, "videos") if args.capture_video else None)
+    report(scores, args.env_id, folder)
 
 
 # --- shared: end ---
@@ -989,30 +904,23 @@ def load_checkpoint(path: str, device: torch.device) -> tuple[Agent, str]:
     return agent.to(device), c["env_id"]
 
 
-def evaluate(
-    agent: Agent,
-    env_id: str,
-    episodes: int,
-    seed: int,
-    device: torch.device,
-    deterministic: bool = False,
-    video_dir: str | None = None,
-):
-    """Play whole episodes with pi_theta's actions (sampled, or its mode: argmax or the Gaussian's mean), clipped
-    to the bounds for Box actions, observations normalized by the statistics saved with the model."""
-    env = check_env(env_id, render=video_dir is not None)
-    check_fits(agent, env, env_id)
+def evaluate(agent: Agent, args: Args, device: torch.device, video_dir: str | None = None) -> list[float]:
+    """Play --eval-episodes whole episodes of args.env_id with pi_theta's actions (sampled, or with
+    --eval-deterministic its mode: argmax or the Gaussian's mean), clipped to the bounds for Box actions,
+    observations normalized by the statistics saved with the model."""
+    env = check_env(args.env_id, render=video_dir is not None)
+    check_fits(agent, env, args.env_id)
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda e: True, name_prefix="eval")
     agent.eval()
-    games = Games(episodes)
+    scores = []
     with torch.inference_mode():
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed if episode == 0 else None)
+        for episode in range(args.eval_episodes):
+            obs, _ = env.reset(seed=args.seed if episode == 0 else None)
             episode_return, episode_over = 0.0, False
             while not episode_over:
                 obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
-                action = agent.sample(obs_t, deterministic)[0]
+                action = agent.sample(obs_t, args.eval_deterministic)[0]
                 action = (
                     action.item()
                     if agent.discrete
@@ -1021,11 +929,11 @@ def evaluate(
                 obs, reward, terminated, truncated, _ = env.step(action)
                 episode_return += float(reward)
                 episode_over = terminated or truncated
-                games.step(episode_return)
-            games.done(episode_return)
+            scores.append(episode_return)
+            print(f"eval episode {episode + 1}/{args.eval_episodes}: return {episode_return:.1f}", flush=True)
     env.close()
     agent.train()
-    return games.scores
+    return scores
 
 
 def check_fits(agent: Agent, env: gym.Env, env_id: str) -> None:
@@ -1103,17 +1011,9 @@ if __name__ == "__main__":
     if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
         args = tyro.cli(Args, default=resume_defaults(args))
     if args.eval_checkpoint:
-        check_common(args)  # the flags every script checks (--resume cannot come with it)
-        if args.eval_episodes <= 0:
-            fail("--eval-episodes must be positive to evaluate a checkpoint")
-        seed_everything(args.seed, args.torch_deterministic)
-        device = pick_device(args.cuda)
-        agent, env_id = load_checkpoint(args.eval_checkpoint, device)
-        env_id = tyro.cli(Args, default=replace(args, env_id=env_id)).env_id  # an --env-id given wins over the model's
-        check_fits(agent, check_env(env_id), env_id)  # before a folder is made for the evaluation
-        folder = eval_folder(args.eval_checkpoint)
-        video_dir = os.path.join(folder, "videos") if args.capture_video else None
-        scores = evaluate(agent, env_id, args.eval_episodes, args.seed, device, args.eval_deterministic, video_dir)
-        report_scores(scores, env_id, args.eval_deterministic, "episodes", folder)
+        # an --env-id given wins over the model's: the flags read again with the model's env as the default
+        evaluate_checkpoint(
+            args, load_checkpoint, evaluate, lambda env_id: tyro.cli(Args, default=replace(args, env_id=env_id))
+        )
     else:
         train(args)
