@@ -33,6 +33,7 @@ Deliberate departures from the paper (all from CleanRL / Huang et al. 2022, so r
   the logged episodic_return is the raw score of the whole game, what papers report.
 """
 
+import atexit
 import csv
 import difflib
 import json
@@ -133,7 +134,7 @@ class Args:
 
 
 # --- family atari: begin ---
-def make_envs(env_id: str, num_envs: int, cores: int | None = None) -> AtariVectorEnv:
+def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
     """The DeepMind preprocessing (Mnih et al. 2015; Machado et al. 2018), done in ale-py's C++ threads:
     up to 30 no-ops at reset, FIRE at reset, 4 frames per step max-pooled over the last two, 84x84
     grayscale, 4-frame stack, 108k-frame time limit. A life loss returns terminated=True and the game
@@ -144,8 +145,10 @@ def make_envs(env_id: str, num_envs: int, cores: int | None = None) -> AtariVect
     game, sticky = atari_game(env_id)
     preprocessing = dict(noop_max=30, use_fire_reset=True, episodic_life=False, life_loss_info=True)
     preprocessing |= dict(reward_clipping=False, autoreset_mode="SameStep", repeat_action_probability=sticky)
-    # one emulator thread per core: the default left the rollout 1.6x slower here (measured)
-    return AtariVectorEnv(game, num_envs, num_threads=min(num_envs, cores or os.cpu_count() or 1), **preprocessing)
+    # one emulator thread per core: the default left the rollout 1.6x slower here (measured); under torchrun, per
+    # core of this process's share of the machine
+    cores = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) or 1
+    return AtariVectorEnv(game, num_envs, num_threads=min(num_envs, cores), **preprocessing)
 
 
 def is_game_over(terminated, truncated, lives, prev_lives) -> np.ndarray:
@@ -241,135 +244,140 @@ def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: 
 def train(args: Args) -> str | None:
     """Collect num_steps x num_envs transitions, compute GAE, optimize L^CLIP for update_epochs epochs
     of shuffled minibatches; repeat. Returns the run folder (None on the processes other than rank 0)."""
-    procs = torchrun_processes(args.dist_timeout)
-    check_args(args, procs)
-    batch_size = args.num_envs * args.num_steps  # this process's batch; the K processes' batch is K times it
+    # torchrun starts world_size copies of this script (see the appendix); without it, rank 0 of 1
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    check_args(args, world_size)
+    batch_size = args.num_envs * args.num_steps  # this process's batch
     minibatch_size = batch_size // args.num_minibatches
-    # global_step and --total-timesteps count the steps of all K processes: K x num_envs per step
-    global_batch = procs.size * batch_size
+    # global_step and --total-timesteps count the steps of all processes: world_size x num_envs per step
+    global_batch = world_size * batch_size
     num_iterations = args.total_timesteps // global_batch
-    # each process draws its own actions and minibatches (seed + rank); the parameters start equal (broadcast)
-    seed_everything(args.seed + procs.rank, args.torch_deterministic)
-    device = join_process_group(args, procs)
-    run = Run(args, num_iterations * global_batch, writer=procs.rank == 0)
+    # sub-env i of process r is seeded with seed + r * num_envs + i; each process draws its own actions
+    seed = args.seed + rank * args.num_envs
+    seed_everything(seed, args.torch_deterministic)
+    device = join_processes(args, rank, world_size)
+    with Run(args, num_iterations * global_batch, writer=rank == 0) as run:
+        envs = make_envs(args.env_id, args.num_envs)
+        num_actions = envs.single_action_space.n
+        agent = Agent(num_actions).to(device, memory_format=torch.channels_last)
+        # impl detail: Adam eps 1e-5 instead of 1e-8 (Huang et al. 2022, detail 3)
+        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
-    envs = make_envs(args.env_id, args.num_envs, (os.cpu_count() or 1) // procs.local_size or 1)
-    num_actions = envs.single_action_space.n
-    agent = Agent(num_actions).to(device, memory_format=torch.channels_last)
-    # impl detail: Adam eps 1e-5 instead of 1e-8 (Huang et al. 2022, detail 3)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+        # Rollout storage; observations stay uint8 (1 byte per pixel) on the device.
+        T, N = args.num_steps, args.num_envs
+        obs = torch.zeros((T, N, *envs.single_observation_space.shape), dtype=torch.uint8, device=device)
+        actions = torch.zeros((T, N), dtype=torch.long, device=device)
+        logprobs = torch.zeros((T, N), device=device)
+        values = torch.zeros((T, N), device=device)
+        final_values = torch.zeros((T, N), device=device)  # V(the observation the time limit cut off)
+        rewards = np.zeros((T, N), dtype=np.float32)
+        terminations = np.zeros((T, N), dtype=np.float32)
+        truncations = np.zeros((T, N), dtype=np.float32)
 
-    # Rollout storage; observations stay uint8 (1 byte per pixel) on the device.
-    T, N = args.num_steps, args.num_envs
-    obs = torch.zeros((T, N, *envs.single_observation_space.shape), dtype=torch.uint8, device=device)
-    actions = torch.zeros((T, N), dtype=torch.long, device=device)
-    logprobs, values, final_values = torch.zeros((3, T, N), device=device)  # final: V(obs the time limit cut off)
-    outcomes = np.zeros((3, T, N), dtype=np.float32)  # r, terminated, truncated: one copy to the device for GAE
-    rewards, terminations, truncations = outcomes
+        next_obs_np, info = envs.reset(seed=run.env_seed(seed))
+        scores = GameScores(info["lives"])  # the raw score of each env's game, over all its lives
 
-    # sub-env i of process r: seed + r * num_envs + i, distinct over all processes
-    next_obs_np, info = envs.reset(seed=run.env_seed(args.seed) + procs.rank * N)
-    scores = GameScores(info["lives"])  # the raw score of each env's game, over all its lives
+        model = lambda: {"model": agent.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
+        checkpoint = lambda: model() | {"optimizer": optimizer.state_dict()}  # to go on (the envs restart their games)
+        global_step = resume(run, agent, optimizer, seed, args)  # 0 for a new run
+        # under torchrun the update goes through DDP, which averages the gradients (appendix); alone, the agent
+        learner = nn.parallel.DistributedDataParallel(agent) if world_size > 1 else agent
+        for iteration in range(global_step // global_batch + 1, num_iterations + 1):
+            if args.anneal_lr:
+                # impl detail: linear learning-rate annealing, to lr / I at the last iteration (Huang et al. 2022, 4)
+                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
 
-    model = lambda: {"model": agent.state_dict(), "env_id": args.env_id, "num_actions": int(num_actions)}
-    checkpoint = lambda: model() | {"optimizer": optimizer.state_dict()}  # to go on (the envs restart their games)
-    global_step = resume(run, agent, optimizer, args, procs)  # 0 for a new run
-    broadcast_parameters(agent, procs)
-    for iteration in range(global_step // global_batch + 1, num_iterations + 1):
-        if args.anneal_lr:
-            # impl detail: linear learning-rate annealing, to lr / I at the last iteration (Huang et al. 2022, detail 4)
-            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1.0) / num_iterations)
+            # ---- act and observe: one rollout of T steps in N envs, with pi_theta_old ----
+            games = []  # (step, score, length) of the games that end in this rollout
+            with torch.inference_mode():
+                for step in range(T):
+                    obs[step] = torch.from_numpy(next_obs_np).to(device, non_blocking=True)
+                    logits, values[step] = agent(obs[step])
+                    actions[step], logprobs[step] = sample_actions(logits)
+                    next_obs_np, reward, terminated, truncated, info = envs.step(actions[step].cpu().numpy())
+                    global_step += world_size * N  # the processes step in lockstep, one rollout per iteration
+                    # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
+                    rewards[step] = np.sign(reward)
+                    terminations[step], truncations[step] = terminated, truncated
+                    games += scores.step(global_step, reward, terminated, truncated, info["lives"])[1]
+                    if truncated.any():  # rare: bootstrap from the observation the time limit cut off
+                        final_value = agent(torch.from_numpy(info["final_obs"]).to(device))[1]
+                        final_values[step] = torch.where(torch.from_numpy(truncated).to(device), final_value, 0.0)
+                next_value = agent(torch.from_numpy(next_obs_np).to(device))[1]
 
-        # ---- act and observe: one rollout of T steps in N envs, with pi_theta_old ----
-        games = []  # (step, score, length) of the games that end in this rollout
-        with torch.inference_mode():
-            for step in range(T):
-                obs[step] = torch.from_numpy(next_obs_np).to(device, non_blocking=True)
-                logits, values[step] = agent(obs[step])
-                actions[step], logprobs[step] = sample_actions(logits)
-                next_obs_np, reward, terminated, truncated, info = envs.step(actions[step].cpu().numpy())
-                global_step += procs.size * N  # the K processes step in lockstep, one rollout per iteration
-                # impl detail: learn from clipped rewards sign(r) in {-1, 0, 1} (Mnih et al. 2015)
-                rewards[step] = np.sign(reward)
-                terminations[step], truncations[step] = terminated, truncated
-                games += scores.step(global_step, reward, terminated, truncated, info["lives"])[1]
-                if truncated.any():  # rare: bootstrap from the observation the time limit cut off
-                    final_value = agent(torch.from_numpy(info["final_obs"]).to(device))[1]
-                    final_values[step] = torch.where(torch.from_numpy(truncated).to(device), final_value, 0.0)
-            next_value = agent(torch.from_numpy(next_obs_np).to(device))[1]
+                # ---- advantages: reward-to-go minus the baseline V, by GAE(lambda) ----
+                rewards_t = torch.from_numpy(rewards).to(device)
+                terminations_t = torch.from_numpy(terminations).to(device)
+                truncations_t = torch.from_numpy(truncations).to(device)
+                # V(s'_t): the next row of values, the final observation's value where truncated
+                next_values = torch.cat([values[1:], next_value.unsqueeze(0)])
+                next_values = torch.where(truncations_t.bool(), final_values, next_values)
+                advantages = gae(
+                    rewards_t, values, next_values, terminations_t, truncations_t, args.gamma, args.gae_lambda
+                )
+                returns = advantages + values  # targets for V: lambda-returns
 
-            # ---- advantages: reward-to-go minus the baseline V, by GAE(lambda) ----
-            rewards_t, terminations_t, truncations_t = torch.from_numpy(outcomes).to(device)
-            # V(s'_t): the next row of values, the final observation's value where truncated
-            next_values = torch.cat([values[1:], next_value.unsqueeze(0)])
-            next_values = torch.where(truncations_t.bool(), final_values, next_values)
-            advantages = gae(rewards_t, values, next_values, terminations_t, truncations_t, args.gamma, args.gae_lambda)
-            returns = advantages + values  # targets for V: lambda-returns
-        run.log_games(gather_games(games, procs))  # every process's games, logged by rank 0
+            # ---- learn: update_epochs epochs of shuffled minibatches on the clipped surrogate ----
+            b_obs = obs.reshape(batch_size, *obs.shape[2:])
+            b_actions, b_logprobs = actions.reshape(-1), logprobs.reshape(-1)
+            b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+            clipfracs = []
+            for _epoch in range(args.update_epochs):
+                b_inds = torch.randperm(batch_size, device=device)
+                for start in range(0, batch_size, minibatch_size):
+                    mb = b_inds[start : start + minibatch_size]
+                    logits, new_values = learner(b_obs[mb])
+                    new_logprob, entropy = logprob_and_entropy(logits, b_actions[mb])
+                    entropy = entropy.mean()
 
-        # ---- learn: K epochs of shuffled minibatches on the clipped surrogate ----
-        b_obs = obs.reshape(batch_size, *obs.shape[2:])
-        b_actions, b_logprobs = actions.reshape(-1), logprobs.reshape(-1)
-        b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
-        clipfracs = []
-        for _epoch in range(args.update_epochs):
-            b_inds = torch.randperm(batch_size, device=device)
-            for start in range(0, batch_size, minibatch_size):
-                mb = b_inds[start : start + minibatch_size]
-                logits, new_values = agent(b_obs[mb])
-                new_logprob, entropy = logprob_and_entropy(logits, b_actions[mb])
-                entropy = entropy.mean()
+                    # lecture: r_t(theta) = pi_theta(a_t|s_t) / pi_theta_old(a_t|s_t), computed in log space
+                    logratio = new_logprob - b_logprobs[mb]
+                    ratio = logratio.exp()
+                    with torch.no_grad():
+                        # impl detail: KL(pi_old || pi_theta) ~ E[(r - 1) - log r] (Schulman's k3 estimator)
+                        old_approx_kl = (-logratio).mean()
+                        approx_kl = ((ratio - 1) - logratio).mean()
+                        clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
 
-                # lecture: r_t(theta) = pi_theta(a_t|s_t) / pi_theta_old(a_t|s_t), computed in log space
-                logratio = new_logprob - b_logprobs[mb]
-                ratio = logratio.exp()
-                with torch.no_grad():
-                    # impl detail: KL(pi_old || pi_theta) ~ E[(r - 1) - log r] (Schulman's k3 estimator)
-                    old_approx_kl = (-logratio).mean()
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
+                    mb_advantages = b_advantages[mb]
+                    if args.norm_adv:
+                        # impl detail: per-minibatch advantage normalization (Huang et al. 2022, detail 7); under
+                        # torchrun over this process's part of the minibatch, as CleanRL's ppo_atari_multigpu.py
+                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                    pg_loss = clipped_surrogate(ratio, mb_advantages, args.clip_coef)
 
-                mb_advantages = b_advantages[mb]
-                if args.norm_adv:
-                    # impl detail: per-minibatch advantage normalization (Huang et al. 2022, detail 7)
-                    # deviation: with K processes, over this process's part of the K minibatches (as CleanRL's
-                    # ppo_atari_multigpu.py), not over their union: it needs no exchange of statistics
-                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-                pg_loss = clipped_surrogate(ratio, mb_advantages, args.clip_coef)
+                    # baseline V(s): regression to the lambda-returns
+                    v_loss = (new_values - b_returns[mb]) ** 2
+                    if args.clip_vloss:
+                        # impl detail: value clipping around the old values (Huang et al. 2022, detail 9)
+                        v_clipped = b_values[mb] + (new_values - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
+                        v_loss = torch.max(v_loss, (v_clipped - b_returns[mb]) ** 2)
+                    v_loss = 0.5 * v_loss.mean()
 
-                # baseline V(s): regression to the lambda-returns
-                if args.clip_vloss:
-                    # impl detail: value clipping around the old values (Huang et al. 2022, detail 9)
-                    v_clipped = b_values[mb] + (new_values - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
-                    v_loss = 0.5 * torch.max((new_values - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
-                else:
-                    v_loss = 0.5 * ((new_values - b_returns[mb]) ** 2).mean()
+                    # PPO's objective: maximize L^CLIP - c1 L^VF + c2 H[pi_theta]
+                    loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                if args.target_kl is not None and mean_over_processes(approx_kl, world_size) > args.target_kl:
+                    break  # every process on the same mean KL, or their next exchanges would not pair up
 
-                # PPO's objective: maximize L^CLIP - c1 L^VF + c2 H[pi_theta]
-                loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                average_gradients(list(agent.parameters()), procs)  # K processes: the mean of their gradients
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
-            # K processes stop the epochs together, on the mean of their KLs (or their exchanges would not pair up)
-            if args.target_kl is not None and mean_over_processes({"kl": approx_kl}, procs)["kl"] > args.target_kl:
-                break
-
-        # how much of the returns' variance the baseline explains (1: all, 0: none)
-        explained_var = 1 - (b_returns - b_values).var() / b_returns.var().clamp(min=1e-8)
-        losses = dict(value_loss=v_loss, policy_loss=pg_loss, entropy=entropy, old_approx_kl=old_approx_kl)
-        losses |= dict(approx_kl=approx_kl, clipfrac=torch.stack(clipfracs).mean(), explained_variance=explained_var)
-        # with K processes: the mean over the K of each one's last minibatch (explained variance: of its batch);
-        # every process logs the same numbers, so the non-finite guard stops all of them at the same step
-        charts = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": run.sps(global_step)}
-        run.log(global_step, {f"losses/{k}": v for k, v in mean_over_processes(losses, procs).items()} | charts)
-        step_done_together(run, procs, device, global_step, checkpoint)
-    envs.close()
-    run.step_done(global_step, checkpoint, final=True)
-    leave_process_group(procs)
-    play = partial(evaluate, agent, args.env_id, args.eval_episodes, args.seed, device, args.eval_deterministic)
-    return run.finish(global_step, model(), play, args.eval_deterministic, "games")  # rank 0 saves and evaluates
+            # how much of the returns' variance the baseline explains (1: all, 0: none)
+            explained_var = 1 - (b_returns - b_values).var() / b_returns.var().clamp(min=1e-8)
+            losses = dict(value_loss=v_loss, policy_loss=pg_loss, entropy=entropy, old_approx_kl=old_approx_kl)
+            losses |= dict(
+                approx_kl=approx_kl, clipfrac=torch.stack(clipfracs).mean(), explained_variance=explained_var
+            )
+            # the iteration's one exchange: the losses' means, every process's games, and a stop any process got
+            losses, games, stop = exchange(losses, games, run.signal, world_size)
+            run.log_games(games)
+            charts = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": run.sps(global_step)}
+            run.log(global_step, {f"losses/{k}": v for k, v in losses.items()} | charts)
+            run.step_done(global_step, checkpoint, stop=stop)
+        envs.close()
+        run.step_done(global_step, checkpoint, final=True)
+        return run.finish(global_step, model(), partial(evaluate, agent, args, device))  # rank 0 saves and evaluates
 
 
 # ---------------------------------------------------------------- Appendix: the plumbing
@@ -776,7 +784,7 @@ class GameScores:
 # --- family atari-appendix: end ---
 
 
-def check_args(args: Args, procs: "Processes") -> None:
+def check_args(args: Args, world_size: int) -> None:
     """Fail on bad input before anything is allocated."""
     check_common(args)
     for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs"):
@@ -793,186 +801,93 @@ def check_args(args: Args, procs: "Processes") -> None:
             "minibatches of 1 step: normalizing advantages (--norm-adv) divides by the std of one number (NaN); "
             "use fewer --num-minibatches or --no-norm-adv"
         )
-    if args.total_timesteps < procs.size * batch_size:
-        of = f" of the {procs.size} processes" if procs.size > 1 else ""
+    if args.total_timesteps < world_size * batch_size:
+        of = f" of the {world_size} processes" if world_size > 1 else ""
         fail(
-            f"--total-timesteps {args.total_timesteps} is less than one batch{of} ({procs.size * batch_size}); raise it"
+            f"--total-timesteps {args.total_timesteps} is less than one batch{of} ({world_size * batch_size}); raise it"
         )
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1 and args.clip_coef > 0 and args.learning_rate > 0):
         fail("need 0 < --gamma <= 1, 0 <= --gae-lambda <= 1, --clip-coef > 0 and --learning-rate > 0")
     atari_game(args.env_id)
-    check_gpus(args.cuda, procs)
-
-
-# ---------------------------------------------------------------- many processes, one model (torchrun)
-#
-# torchrun starts K copies of this script and tells each its place (WORLD_SIZE = K, RANK, LOCAL_RANK,
-# LOCAL_WORLD_SIZE). Each plays its own --num-envs games and collects its own rollout; before every optimizer
-# step the K minibatch gradients are averaged, so that all K take the same step and their networks stay equal.
-# Without torchrun (no WORLD_SIZE) every function here returns at once and no process group exists.
-
-
-@dataclass
-class Processes:
-    """This process's place among the K processes that train one model: rank r of K; 0 of 1 alone."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-    local_size: int = 1  # processes on this machine (torchrun's --nproc-per-node)
-    timeout: float = 300.0
-
-
-def torchrun_processes(dist_timeout: float) -> Processes:
-    """Read torchrun's variables; one process of one without them."""
-    if "WORLD_SIZE" not in os.environ:
-        return Processes(timeout=dist_timeout)
-    env = {name: int(os.environ.get(name, default)) for name, default in [("RANK", 0), ("LOCAL_RANK", 0)]}
-    size = int(os.environ["WORLD_SIZE"])
-    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", size))
-    return Processes(env["RANK"], size, env["LOCAL_RANK"], local_size, dist_timeout)
-
-
-def check_gpus(cuda: bool, procs: Processes) -> None:
-    """With --cuda and GPUs, each process of this machine needs one of its own (NCCL refuses to share one).
-    Without any GPU --cuda means what it means for one process: the CPU."""
-    if procs.size > 1 and cuda and torch.cuda.is_available() and torch.cuda.device_count() < procs.local_size:
+    # with --cuda and GPUs, each process of this machine needs one of its own (NCCL refuses to share one);
+    # without any GPU --cuda means what it means for one process: the CPU
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    if world_size > 1 and args.cuda and torch.cuda.is_available() and torch.cuda.device_count() < local_size:
         fail(
-            f"--cuda: {procs.local_size} processes on this machine but {torch.cuda.device_count()} GPU(s) visible; "
+            f"--cuda: {local_size} processes on this machine but {torch.cuda.device_count()} GPU(s) visible; "
             f"start torchrun with --nproc-per-node {torch.cuda.device_count()}, or use --no-cuda"
         )
 
 
-def join_process_group(args: Args, procs: Processes) -> torch.device:
-    """The device of this process; under torchrun, also join the others (NCCL on GPUs, gloo on CPUs)."""
-    if procs.size == 1:
-        return pick_device(args.cuda)
-    device = pick_device(args.cuda, say=procs.rank == 0)  # the first line, once
-    if device.type == "cuda":
-        device = torch.device("cuda", procs.local_rank)
-        torch.cuda.set_device(device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    # the timeout bounds the wait for the others: joining, and every exchange below; a process that dies or
-    # hangs ends the rest with one line after it at the latest (at once, mostly: gloo sees the socket close)
-    try:
-        dist.init_process_group(backend, timeout=timedelta(seconds=procs.timeout))
-        # a first exchange: returns once all K are there, or fails after --dist-timeout
-        collective(procs, "joining", dist.barrier)
-    except (RuntimeError, ValueError) as e:  # ValueError: torchrun's variables incomplete (a launch by hand)
-        fail(f"process group: rank {procs.rank} of {procs.size} could not join the others: {one_line(e)}; stopping")
-    return device
-
-
-def one_line(e: Exception) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
-
-
-def collective(procs: Processes, what: str, fn: Callable, *args, **kwargs):
-    """Run one exchange with the other processes; if one of them is gone, or does not answer within
-    --dist-timeout, stop this one too with one line (and no traceback), never wait forever."""
-    try:
-        return fn(*args, **kwargs)
-    except RuntimeError as e:  # gloo and NCCL errors, DistBackendError and DistNetworkError are RuntimeErrors
-        fail(
-            f"process group: {what} failed on rank {procs.rank} of {procs.size}: another process is gone or did "
-            f"not answer within --dist-timeout {procs.timeout:g} s ({one_line(e)}); stopping"
-        )
-
-
-def flat_all_reduce(tensors: list[torch.Tensor], procs: Processes, what: str) -> None:
-    """Replace each tensor by its mean over the K processes, in one exchange of one flat buffer."""
-    if procs.size == 1:
-        return
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    collective(procs, what, dist.all_reduce, flat)  # SUM (gloo has no AVG)
-    flat /= procs.size
-    for t, chunk in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
-        t.copy_(chunk.view_as(t))  # copy_ writes into the tensor's own layout (channels_last weights too)
-
-
-def average_gradients(params: list[nn.Parameter], procs: Processes) -> None:
-    """After backward, before the clip and the optimizer step: each gradient becomes its mean over the K.
-
-    lecture: the gradient estimate is a mean over the samples of the minibatch, so for K processes with B
-        samples each,  grad (1/(K B)) sum_k sum_b l_kb = (1/K) sum_k grad (1/B) sum_b l_kb :
-    the mean of the K minibatch gradients is the gradient of the objective on their union, a K-times larger
-    minibatch; the K processes take the step one process would take on K B samples. The gradient-norm clip
-    then acts on this averaged (global) gradient, as for one process.
-
-    Why one flat all-reduce and not DistributedDataParallel: one code path for 1 and K processes, no wrapper
-    (state_dict keys, checkpoints and --save-model files stay as they are) and the rollout's forward passes
-    untouched. DDP's gain, overlapping bucketed all-reduces with the backward pass, is small here: the whole
-    gradient is 1.69M floats (6.7 MB), one or two of DDP's buckets, and the backward of four layers is short.
-    Identical gradients into identical Adam states keep the parameters bit-identical on every process.
-    """
-    flat_all_reduce([p.grad for p in params], procs, "the gradient all-reduce")
-
-
-def mean_over_processes(scalars: dict[str, torch.Tensor], procs: Processes) -> dict[str, float]:
-    """Each scalar tensor as a float, its mean over the K processes (one exchange for all of them)."""
-    flat = torch.stack([t.detach().float().reshape(()) for t in scalars.values()])
-    flat_all_reduce([flat], procs, "the all-reduce of the losses")
-    return dict(zip(scalars, flat.tolist(), strict=True))
-
-
-def broadcast_parameters(module: nn.Module, procs: Processes) -> None:
-    """Every process starts from rank 0's parameters (each one's own initialization is overwritten)."""
-    if procs.size == 1:
-        return
-    params = list(module.parameters())
-    with torch.no_grad():
-        flat = torch.cat([p.reshape(-1) for p in params])
-        collective(procs, "the parameter broadcast", dist.broadcast, flat, src=0)
-        for p, chunk in zip(params, flat.split([p.numel() for p in params]), strict=True):
-            p.copy_(chunk.view_as(p))
-
-
-def gather_games(games: list[tuple[int, float, int]], procs: Processes) -> list[tuple[int, float, int]]:
-    """The games (step, score, length) that ended in this iteration on any of the K processes, by step; one
-    exchange per iteration (not per step). Every process gets them: each Run sees the same scores."""
-    if procs.size == 1:
-        return games
-    everyone = [None] * procs.size
-    collective(procs, "gathering the episodic returns", dist.all_gather_object, everyone, games)
-    return sorted((game for rank_games in everyone for game in rank_games), key=lambda game: game[0])
-
-
-def agree_on_signal(run: Run, procs: Processes, device: torch.device) -> None:
-    """Once per iteration: stop if any process got SIGINT or SIGTERM, all at the same iteration (torchrun
-    forwards its signal to every process, a scheduler may signal only some). Rank 0 then writes the checkpoint
-    and every process exits with 128 + signal."""
-    if procs.size == 1:
-        return
-    flag = torch.tensor([run.signal], device=device)
-    collective(procs, "agreeing on a stop", dist.all_reduce, flag, op=dist.ReduceOp.MAX)
-    run.signal = int(flag.item())
-
-
-def step_done_together(run: Run, procs: Processes, device: torch.device, global_step: int, checkpoint) -> None:
-    """run.step_done once the K processes agree whether a signal came. Signals wait meanwhile: one arriving in
-    between would stop this process alone, one iteration before the others."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if procs.size > 1 else None
-    agree_on_signal(run, procs, device)
-    run.step_done(global_step, checkpoint)
-    if blocked is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-
-def resume(run: Run, agent: Agent, optimizer: torch.optim.Optimizer, args: Args, procs: Processes) -> int:
+def resume(run: Run, agent: Agent, optimizer: torch.optim.Optimizer, seed: int, args: Args) -> int:
     """With --resume: the network, the optimizer and the generators as the checkpoint holds them, and its step."""
     if (state := run.resume()) is None:
         return 0
     agent.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    if procs.rank > 0:  # resume() gave every process rank 0's generators: draw other numbers again
-        seed_everything(args.seed + procs.rank + state["global_step"], args.torch_deterministic)
+    if not run.writer:  # under torchrun, every process got rank 0's generators: the others draw other numbers again
+        seed_everything(seed + state["global_step"], args.torch_deterministic)
     return state["global_step"]
 
 
-def leave_process_group(procs: Processes) -> None:
-    if procs.size > 1 and dist.is_initialized():
-        dist.destroy_process_group()
+# ---------------------------------------------------------------- many processes, one model (torchrun)
+#
+# torchrun starts world_size copies of this script and tells each its place (WORLD_SIZE, RANK, LOCAL_RANK,
+# MASTER_ADDR, ...). Each plays its own --num-envs games and collects its own rollout. The update runs through
+# DistributedDataParallel (DDP), as nanoGPT's train.py does: wrapping the agent copies rank 0's parameters to every
+# process, and each backward averages the minibatch gradients over the processes, so that all take the same step
+# and their networks stay equal; acting, saving and evaluating use the plain agent. Once per iteration the
+# processes exchange their losses, games and signals (`exchange`). A process that dies or hangs makes the others'
+# next exchange fail (at once, or after --dist-timeout); __main__ turns that into one line.
+#
+# lecture: the gradient estimate is a mean over the samples of the minibatch, so for P processes with B
+#     samples each,  grad (1/(P B)) sum_p sum_b l_pb = (1/P) sum_p grad (1/B) sum_b l_pb :
+# the mean of the P minibatch gradients is the gradient of the objective on their union, a P-times larger
+# minibatch; the P processes take the step one process would take on P B samples. The gradient-norm clip acts on
+# this averaged (global) gradient, as for one process.
+
+
+def join_processes(args: Args, rank: int, world_size: int) -> torch.device:
+    """The device of this process (said in the first line, once); under torchrun, also join the others (NCCL on
+    GPUs, gloo on CPUs), waiting --dist-timeout for them at most, as for every exchange after it."""
+    device = pick_device(args.cuda, say=rank == 0)
+    if world_size == 1:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=args.dist_timeout))
+    atexit.register(dist.destroy_process_group)
+    return device
+
+
+def mean_over_processes(x: torch.Tensor, world_size: int) -> float:
+    """The mean of a scalar over the processes."""
+    if world_size > 1:
+        x = x.clone()
+        dist.all_reduce(x)  # SUM (gloo has no AVG)
+        x /= world_size
+    return x.item()
+
+
+def exchange(losses: dict, games: list, signum: int, world_size: int) -> tuple[dict, list, int]:
+    """The iteration's one exchange: the mean of each loss over the processes (so that all log the same numbers, and
+    the non-finite guard stops all of them at the same step), every process's games by step (rank 0 logs them), and
+    the signal any process got (torchrun forwards its signal to every process, a scheduler may signal only one), so
+    that all stop after the same iteration. Alone: what was given."""
+    if world_size == 1:
+        return losses, games, signum
+    everyone = [None] * world_size
+    dist.all_gather_object(everyone, ({name: value.item() for name, value in losses.items()}, games, signum))
+    losses = {name: float(np.mean([theirs[name] for theirs, _, _ in everyone])) for name in losses}
+    games = sorted((game for _, theirs, _ in everyone for game in theirs), key=lambda game: game[0])
+    return losses, games, max(theirs for _, _, theirs in everyone)
+
+
+def lost_other_process(e: Exception) -> bool:
+    """Whether an error is a failed exchange with the other processes: gloo raises RuntimeErrors of its own (a
+    closed connection, a timeout), NCCL and the rendezvous torch's DistErrors."""
+    return "WORLD_SIZE" in os.environ and (isinstance(e, dist.DistError) or "gloo" in str(e))
 
 
 def load_checkpoint(path: str, device: torch.device) -> tuple[Agent, str]:
@@ -1007,18 +922,15 @@ if __name__ == "__main__":
     if args.resume:  # the run's saved flags become the defaults, and the flags given now go on top
         args = tyro.cli(Args, default=resume_defaults(args))
     if args.eval_checkpoint:
-        check_common(args)  # the flags every script checks (--resume cannot come with it)
-        if args.eval_episodes <= 0:
-            fail("--eval-episodes must be positive to evaluate a checkpoint")
-        seed_everything(args.seed, args.torch_deterministic)
-        device = pick_device(args.cuda)
-        agent, env_id = load_checkpoint(args.eval_checkpoint, device)
-        env_id = tyro.cli(Args, default=replace(args, env_id=env_id)).env_id  # an --env-id given wins over the model's
-        atari_game(env_id)
-        check_fits(agent, gym.make(env_id), env_id)  # before a folder is made for the evaluation
-        folder = eval_folder(args.eval_checkpoint)
-        video_dir = os.path.join(folder, "videos") if args.capture_video else None
-        scores = evaluate(agent, env_id, args.eval_episodes, args.seed, device, args.eval_deterministic, video_dir)
-        report_scores(scores, env_id, args.eval_deterministic, "games", folder)
+        # an --env-id given wins over the model's: the flags read again with the model's env as the default
+        parse = lambda env_id: tyro.cli(Args, default=replace(args, env_id=env_id))
+        evaluate_checkpoint(args, load_checkpoint, evaluate, parse)
     else:
-        train(args)
+        try:
+            train(args)
+        except RuntimeError as e:  # the one place where a lost process is caught: whichever exchange noticed it
+            if not lost_other_process(e):
+                raise
+            where = f"rank {os.environ.get('RANK', 0)} of {os.environ['WORLD_SIZE']}"
+            why = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+            fail(f"process group: {where} stopped: another process is gone or did not answer ({why})")
