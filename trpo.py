@@ -611,7 +611,8 @@ class Run:
     def __init__(self, args, total_timesteps: int, writer: bool = True):
         self.args, self.total, self.writer = asdict(args), total_timesteps, writer
         self.state = read_checkpoint(args) if args.resume else None
-        self.start_step = self.saved_at = self.state["global_step"] if self.state else 0
+        self.start_step = self.checkpoint_step = self.state["global_step"] if self.state else 0
+        self.saved_now = False  # whether this process wrote the checkpoint of checkpoint_step
         self.dir = args.resume.rstrip("/") if args.resume else None
         if writer and not args.resume:
             name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -715,8 +716,8 @@ class Run:
             eta = timedelta(seconds=int(max(self.total - global_step, 0) / max(sps, 1e-9)))
             print(f"step {global_step:,}/{self.total:,} | {sps:,.0f} SPS | return {recent} | ETA {eta}", flush=True)
         every = self.args["checkpoint_every"]
-        due = final or stop or (every > 0 and global_step // every > self.saved_at // every)
-        if due and global_step != self.saved_at:  # not twice at one step (a periodic one that is also the last)
+        due = every > 0 and (final or stop or global_step // every > self.checkpoint_step // every)
+        if due and not (self.saved_now and global_step == self.checkpoint_step):  # not twice at one step
             self.save(global_step, checkpoint())
         if stop:
             how = f"resume with: python {SCRIPT} --resume {self.dir}"
@@ -730,7 +731,7 @@ class Run:
         """checkpoint.pt, unless a tensor went NaN or inf."""
         if (where := first_nonfinite(state)) is not None:
             self.stop_nonfinite(f"{where.lstrip('/')} holds NaN or inf", global_step)
-        self.saved_at = global_step
+        self.checkpoint_step, self.saved_now = global_step, True
         if not self.writer:
             return
         self.csv_file.flush()
@@ -744,7 +745,7 @@ class Run:
 
     def stop_nonfinite(self, what: str, global_step: int) -> NoReturn:
         path = os.path.join(self.dir or "", "checkpoint.pt")
-        kept = f"{path} (step {self.saved_at:,}) is kept" if os.path.exists(path) else "no checkpoint yet"
+        kept = f"{path} (step {self.checkpoint_step:,}) is kept" if os.path.exists(path) else "no checkpoint yet"
         fail(f"{what} at step {global_step:,}; training stopped, {kept}")
 
     def on_signal(self, signum: int, frame) -> None:
@@ -767,7 +768,7 @@ class Run:
             scores = play(video_dir=video_dir)
             for episode_return in scores:
                 self.log(global_step, {"eval/episodic_return": episode_return})
-            report(scores, self.args["env_id"])
+            report(scores, self.args)
             if self.wandb is not None and video_dir:
                 import wandb
 
@@ -776,14 +777,14 @@ class Run:
         return self.dir
 
 
-def report(scores: list[float], env_id: str, folder: str | None = None) -> None:
-    """The mean line; with a folder (an evaluation of its own), scores.json: the env and each episode's return."""
-    summary = {"env_id": env_id, "returns": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores))}
-    print(f"{env_id}: mean return {summary['mean']:.1f} +- {summary['std']:.1f} over {len(scores)} episodes")
+def report(scores: list[float], args: dict, folder: str | None = None) -> None:
+    """The mean line; with a folder (an evaluation of its own), scores.json: each episode's return, and the flags."""
+    record = {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "returns": scores, "args": args}
+    print(f"{args['env_id']}: mean return {record['mean']:.1f} +- {record['std']:.1f} over {len(scores)} episodes")
     if folder:
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "scores.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+            json.dump(record, f, indent=2)
         print(f"wrote {folder}", flush=True)
 
 
@@ -800,7 +801,7 @@ def evaluate_checkpoint(args, load_checkpoint: Callable, evaluate: Callable, par
     folder = new_folder(os.path.join(os.path.dirname(args.eval_checkpoint), time.strftime("eval-%Y%m%d-%H%M%S")))
     # the env is made and checked against the network before anything is written
     scores = evaluate(model, args, device, video_dir=os.path.join(folder, "videos") if args.capture_video else None)
-    report(scores, args.env_id, folder)
+    report(scores, asdict(args), folder)
 
 
 # --- shared: end ---

@@ -28,7 +28,8 @@ run, env_id, seed, game = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4
 published = {"roadrunner": 9600, "kungfumaster": 14346, "freeway": 27.9, "krull": 2851, "kangaroo": 779}
 trained = metric(f"{run}/metrics.csv", "eval/episodic_return")[1]
 q_net, _ = rb.load_checkpoint(f"{run}/rainbow_der.pt", torch.device("cpu"))
-random_scores = rb.evaluate(q_net, env_id, 10, 1.0, seed, "cpu")  # epsilon 1: uniform random actions
+random_play = rb.Args(env_id=env_id, eval_episodes=10, eval_epsilon=1.0, seed=seed)  # epsilon 1: uniform random actions
+random_scores = rb.evaluate(q_net, random_play, torch.device("cpu"))
 line = (f"{env_id} seed {seed}: DER preset 100k steps: {np.mean(trained):.1f} +- {np.std(trained):.1f} "
         f"(10 games); random {np.mean(random_scores):.1f} +- {np.std(random_scores):.1f} (10 games); "
         f"DER published {published.get(game, 'n/a')}")

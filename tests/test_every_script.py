@@ -1,6 +1,5 @@
 """The tests every script has, written once and run over the six (the algorithm tests stay in test_<script>.py)."""
 
-import csv
 import dataclasses
 import glob
 import importlib
@@ -75,17 +74,14 @@ def test_track_writes_an_offline_wandb_run(tracked_run):
 
 
 def test_the_run_folder_holds_the_flags_metrics_checkpoint_and_model(tracked_run):
-    """runs/<env>__<exp-name>__<seed>__<time>/: args.json (every flag), metrics.csv, checkpoint.pt (and the replay
-    memory it names), the model as <exp-name>.pt, wandb/; nothing else."""
+    """runs/<env>__<exp-name>__<seed>__<time>/: args.json (every flag), metrics.csv, checkpoint.pt (with the replay
+    memory in it), the model as <exp-name>.pt, wandb/; nothing else."""
     name, run_dir, args, _ = tracked_run
     assert re.fullmatch(rf"{re.escape(args.env_id)}__mine__1__\d{{10}}(~\d+)?", os.path.basename(run_dir))
     checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
     assert checkpoint["global_step"] >= args.total_timesteps  # the final one (episode-batched scripts may go past)
-    replay = [f"replay-{checkpoint['global_step']}.pt"] if name in ("dqn_atari", "rainbow_atari") else []
-    assert checkpoint.get("replay_file") == (replay[0] if replay else None)
-    assert sorted(os.listdir(run_dir)) == sorted(
-        ["args.json", "checkpoint.pt", "metrics.csv", "mine.pt", "wandb", *replay]
-    )
+    assert ("replay" in checkpoint) == (name in ("dqn_atari", "rainbow_atari"))
+    assert sorted(os.listdir(run_dir)) == ["args.json", "checkpoint.pt", "metrics.csv", "mine.pt", "wandb"]
     with open(os.path.join(run_dir, "args.json")) as f:
         assert json.load(f) == json.loads(json.dumps(dataclasses.asdict(args)))
     with open(os.path.join(run_dir, "metrics.csv")) as f:
@@ -104,20 +100,26 @@ EVAL_FLAGS = {
 
 
 def test_eval_checkpoint_on_the_command_line_plays_the_saved_model(tracked_run, tmp_path):
-    """The saved model, evaluated by the script's command line: the mean line, and scores.csv and summary.json in a
-    new eval-<time>/ folder beside the model."""
+    """The saved model, evaluated by the script's command line: a line per game or episode, the mean line, and
+    scores.json (the returns and the flags) in a new eval-<time>/ folder beside the model."""
     name, run_dir, args, _ = tracked_run
     model = shutil.copy(os.path.join(run_dir, "mine.pt"), tmp_path)  # the eval folder goes beside it, not in the run
     cmd = [sys.executable, os.path.join(ROOT, f"{name}.py"), "--eval-checkpoint", model, "--eval-episodes", "2"]
     out = subprocess.run([*cmd, *EVAL_FLAGS.get(name, [])], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    unit = "games" if name in ATARI else "episodes"
-    assert f"{args.env_id}: mean return" in out.stdout and f"over 2 {unit}" in out.stdout, out.stdout
-    (folder,) = glob.glob(os.path.join(tmp_path, "eval-*"))
-    with open(os.path.join(folder, "scores.csv")) as f:
-        assert len(list(csv.DictReader(f))) == 2
-    with open(os.path.join(folder, "summary.json")) as f:
-        assert json.load(f)["games"] == 2
+    record = record_of(tmp_path)
+    games = [line for line in out.stdout.splitlines() if line.startswith("eval episode ")]
+    assert games == [f"eval episode {i}/2: return {r:.1f}" for i, r in enumerate(record["returns"], 1)]
+    assert f"{args.env_id}: mean return" in out.stdout and "over 2 episodes" in out.stdout, out.stdout
+    assert len(record["returns"]) == 2 and record["mean"] == pytest.approx(np.mean(record["returns"]))
+    assert record["args"]["eval_checkpoint"] == model and record["args"]["env_id"] == args.env_id
+
+
+def record_of(folder):
+    """scores.json of the one evaluation folder eval-<time>/ in `folder`."""
+    (evaluation,) = glob.glob(os.path.join(folder, "eval-*"))
+    with open(os.path.join(evaluation, "scores.json")) as f:
+        return json.load(f)
 
 
 def test_eval_checkpoint_with_resume_is_refused_on_the_command_line(tracked_run, tmp_path):
@@ -136,11 +138,11 @@ def test_eval_checkpoint_with_resume_is_refused_on_the_command_line(tracked_run,
 def test_runs_started_in_the_same_second_get_their_own_folders(in_tmp, monkeypatch, name):
     module = importlib.import_module(name)
     monkeypatch.setattr(module.time, "time", lambda: 1_700_000_000.5)
-    runs = [module.Run(module.Args(**TINY_RUNS[name]), 100) for _ in range(3)]
-    for i, run in enumerate(runs):
-        run.log(i, {"charts/x": float(i)})
-        run.close()
-    dirs = [run.dir for run in runs]
+    dirs = []
+    for i in range(3):
+        with module.Run(module.Args(**TINY_RUNS[name]), 100) as run:
+            run.log(i, {"charts/x": float(i)})
+        dirs.append(run.dir)
     assert len(set(dirs)) == 3 and dirs[0].endswith("__1700000000") and dirs[2].endswith("~3")
     for i, d in enumerate(dirs):
         assert open(os.path.join(d, "metrics.csv")).read().splitlines()[1:] == [f"{i},charts/x,{float(i)}"]

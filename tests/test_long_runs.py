@@ -52,11 +52,8 @@ def load(path):
 
 
 def load_state(run_dir):
-    """checkpoint.pt, with the replay memory it names (read whole: the file is replaced by the next write)."""
-    state = load(os.path.join(run_dir, "checkpoint.pt"))
-    if "replay_file" in state:
-        state["replay"] = load(os.path.join(run_dir, state["replay_file"]))
-    return state
+    """checkpoint.pt, the replay memory in it (read whole: the file is replaced by the next write)."""
+    return load(os.path.join(run_dir, "checkpoint.pt"))
 
 
 def assert_same(a, b, path=""):
@@ -187,16 +184,24 @@ def test_sigint_exits_130_and_without_checkpoints_says_so(in_tmp):
     assert not glob.glob("runs/*/checkpoint.pt")
 
 
-def test_a_second_signal_stops_at_once(in_tmp, monkeypatch):
+def test_a_second_signal_stops_at_once_and_the_handlers_go_back_after_the_run(in_tmp, monkeypatch):
+    """Within `with Run(...)`: the first SIGTERM asks for a stop after the step (a flag), the second exits at once;
+    after the block, the handlers from before are back (here: the test's own)."""
     rf = script("reinforce")
-    run = rf.Run(rf.Args(**TINY["reinforce"]), 300)
     exits = []
     monkeypatch.setattr(rf.os, "_exit", exits.append)
-    run.on_signal(signal.SIGTERM, None)
-    assert run.signal == signal.SIGTERM and not exits  # the first: finish the step, then checkpoint and exit
-    run.on_signal(signal.SIGTERM, None)
-    assert exits == [143]
-    run.close()
+    mine = lambda signum, frame: None  # noqa: E731
+    before = {s: signal.signal(s, mine) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with rf.Run(rf.Args(**TINY["reinforce"]), 300) as run:
+            signal.raise_signal(signal.SIGTERM)
+            assert run.signal == signal.SIGTERM and not exits  # the first: finish the step, then checkpoint and exit
+            signal.raise_signal(signal.SIGTERM)
+            assert exits == [143]
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for s, previous in before.items():
+            signal.signal(s, previous)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -227,18 +232,16 @@ def test_sigkill_resumes_from_the_last_periodic_checkpoint(in_tmp, name):
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_a_truncated_checkpoint_fails_resume_in_one_line(in_tmp, name):
     run_dir = train(name, checkpoint_every=TINY[name]["total_timesteps"] // 2)
-    files = ["checkpoint.pt"] + [f for f in os.listdir(run_dir) if f.startswith("replay-")]
-    for file in files:
-        size = os.path.getsize(os.path.join(run_dir, file))
-        for cut in sorted({0, 1, 100, size // 2, size - 1}):
-            damaged = f"{run_dir}-cut"
-            shutil.copytree(run_dir, damaged)
-            with open(os.path.join(damaged, file), "r+b") as f:
-                f.truncate(cut)
-            with pytest.raises(SystemExit, match=f"cannot read checkpoint {re.escape(damaged)}/{file}") as e:
-                train(name, resume=damaged)
-            assert "\n" not in str(e.value), str(e.value)
-            shutil.rmtree(damaged)
+    size = os.path.getsize(os.path.join(run_dir, "checkpoint.pt"))
+    for cut in sorted({0, 1, 100, size // 2, size - 1}):
+        damaged = f"{run_dir}-cut"
+        shutil.copytree(run_dir, damaged)
+        with open(os.path.join(damaged, "checkpoint.pt"), "r+b") as f:
+            f.truncate(cut)
+        with pytest.raises(SystemExit, match=f"cannot read checkpoint {re.escape(damaged)}/checkpoint.pt") as e:
+            train(name, resume=damaged)
+        assert "\n" not in str(e.value), str(e.value)
+        shutil.rmtree(damaged)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -335,7 +338,7 @@ def test_periodic_checkpoints_follow_the_interval(in_tmp, monkeypatch):
 @pytest.mark.parametrize("name", ["dqn_atari", "rainbow_atari"])
 def test_resume_without_the_replay_memory_refills_it_first(in_tmp, name):
     run_dir = train(name, checkpoint_replay=False)
-    assert not glob.glob(os.path.join(run_dir, "replay-*"))
+    assert "replay" not in load(os.path.join(run_dir, "checkpoint.pt"))
     updates = load(os.path.join(run_dir, "checkpoint.pt"))["updates"]
     assert updates > 0
     total, refill = TINY[name]["total_timesteps"], TINY[name]["learning_starts"]

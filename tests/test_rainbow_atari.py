@@ -499,6 +499,6 @@ def test_train_save_evaluate_and_video(in_tmp, monkeypatch):
     real_epsilon_greedy = rb.epsilon_greedy
     spy = lambda net, *a: modes.append(net.training) or real_epsilon_greedy(net, *a)  # noqa: E731
     monkeypatch.setattr(rb, "epsilon_greedy", spy)
-    scores = rb.evaluate(q_net, env_id, 1, 1.0, 0, "cpu")
+    scores = rb.evaluate(q_net, rb.Args(env_id=env_id, eval_episodes=1, eval_epsilon=1.0, seed=0), torch.device("cpu"))
     assert modes and not any(modes) and len(scores) == 1  # evaluation uses the mean network: noise off
     assert q_net.training  # and gives the network back as it was, noisy

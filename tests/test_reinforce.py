@@ -357,7 +357,7 @@ def test_box_env_with_normalized_observations_saves_and_evaluates(in_tmp):
     assert len(values_of(run_dir, "losses/policy_loss")) == 2  # 2 x 200-step episodes per update
     agent, env_id = rf.load_checkpoint(os.path.join(run_dir, "reinforce.pt"), torch.device("cpu"))
     assert env_id == "Pendulum-v1" and agent.normalize_obs and agent.obs_rms.count.item() == 800
-    assert rf.evaluate(agent, env_id, 1, seed=0, device=torch.device("cpu"))[0] < 0
+    assert rf.evaluate(agent, rf.Args(env_id=env_id, eval_episodes=1, seed=0), torch.device("cpu"))[0] < 0
 
 
 @pytest.mark.parametrize("flags", [dict(baseline="none"), dict(baseline="mean"), dict(discount_gradient=False)])

@@ -350,9 +350,8 @@ def test_normalize_reward_divides_by_the_std_of_the_discounted_return(in_tmp):
 
 def test_eval_deterministic_plays_the_mode(in_tmp):
     agent = trpo.Agent(3, 1, discrete=False)
-    scores = [
-        trpo.evaluate(agent, "Pendulum-v1", 1, 0, torch.device("cpu"), deterministic=d) for d in (True, True, False)
-    ]
+    args = [trpo.Args(env_id="Pendulum-v1", eval_episodes=1, seed=0, eval_deterministic=d) for d in (True, True, False)]
+    scores = [trpo.evaluate(agent, a, torch.device("cpu")) for a in args]
     assert scores[0] == scores[1] != scores[2]
 
 
