@@ -33,7 +33,6 @@ Deliberate departures from the paper (all from CleanRL / Huang et al. 2022, so r
   the logged episodic_return is the raw score of the whole game, what papers report.
 """
 
-import atexit
 import csv
 import difflib
 import json
@@ -245,7 +244,7 @@ def train(args: Args) -> str | None:
     """Collect num_steps x num_envs transitions, compute GAE, optimize L^CLIP for update_epochs epochs
     of shuffled minibatches; repeat. Returns the run folder (None on the processes other than rank 0)."""
     # torchrun starts world_size copies of this script (see the appendix); without it, rank 0 of 1
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world_size = torchrun_place()
     check_args(args, world_size)
     batch_size = args.num_envs * args.num_steps  # this process's batch
     minibatch_size = batch_size // args.num_minibatches
@@ -270,9 +269,9 @@ def train(args: Args) -> str | None:
         logprobs = torch.zeros((T, N), device=device)
         values = torch.zeros((T, N), device=device)
         final_values = torch.zeros((T, N), device=device)  # V(the observation the time limit cut off)
-        rewards = np.zeros((T, N), dtype=np.float32)
-        terminations = np.zeros((T, N), dtype=np.float32)
-        truncations = np.zeros((T, N), dtype=np.float32)
+        rewards = np.zeros((T, N), np.float32)  # on the host while the envs step; copied for GAE
+        terminations = np.zeros((T, N), np.float32)
+        truncations = np.zeros((T, N), np.float32)
 
         next_obs_np, info = envs.reset(seed=run.env_seed(seed))
         scores = GameScores(info["lives"])  # the raw score of each env's game, over all its lives
@@ -306,9 +305,9 @@ def train(args: Args) -> str | None:
                 next_value = agent(torch.from_numpy(next_obs_np).to(device))[1]
 
                 # ---- advantages: reward-to-go minus the baseline V, by GAE(lambda) ----
-                rewards_t = torch.from_numpy(rewards).to(device)
-                terminations_t = torch.from_numpy(terminations).to(device)
-                truncations_t = torch.from_numpy(truncations).to(device)
+                rewards_t, terminations_t, truncations_t = (
+                    torch.from_numpy(x).to(device) for x in (rewards, terminations, truncations)
+                )
                 # V(s'_t): the next row of values, the final observation's value where truncated
                 next_values = torch.cat([values[1:], next_value.unsqueeze(0)])
                 next_values = torch.where(truncations_t.bool(), final_values, next_values)
@@ -318,7 +317,7 @@ def train(args: Args) -> str | None:
                 returns = advantages + values  # targets for V: lambda-returns
 
             # ---- learn: update_epochs epochs of shuffled minibatches on the clipped surrogate ----
-            b_obs = obs.reshape(batch_size, *obs.shape[2:])
+            b_obs = obs.flatten(0, 1)
             b_actions, b_logprobs = actions.reshape(-1), logprobs.reshape(-1)
             b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
             clipfracs = []
@@ -848,6 +847,11 @@ def resume(run: Run, agent: Agent, optimizer: torch.optim.Optimizer, seed: int, 
 # this averaged (global) gradient, as for one process.
 
 
+def torchrun_place() -> tuple[int, int]:
+    """This process's rank and the number of processes, from torchrun's variables; 0 of 1 without them."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
 def join_processes(args: Args, rank: int, world_size: int) -> torch.device:
     """The device of this process (said in the first line, once); under torchrun, also join the others (NCCL on
     GPUs, gloo on CPUs), waiting --dist-timeout for them at most, as for every exchange after it."""
@@ -858,7 +862,6 @@ def join_processes(args: Args, rank: int, world_size: int) -> torch.device:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=args.dist_timeout))
-    atexit.register(dist.destroy_process_group)
     return device
 
 
@@ -929,6 +932,8 @@ if __name__ == "__main__":
     else:
         try:
             train(args)
+            if dist.is_initialized():
+                dist.destroy_process_group()
         except RuntimeError as e:  # the one place where a lost process is caught: whichever exchange noticed it
             if not lost_other_process(e):
                 raise
