@@ -26,6 +26,13 @@ Examples:
     python natural_pg.py --env-id Acrobot-v1 --fisher exact --total-timesteps 300000
     python natural_pg.py --eval-checkpoint runs/<run>/natural_pg.pt --eval-episodes 10
 
+Install, for this file alone (training and its evaluation, classic control):
+    pip install "torch>=2.4" "gymnasium>=1.1" tyro numpy
+and for a flag or env that needs more: --tensorboard: tensorboard; --track: "wandb>=0.31"; --capture-video: moviepy
+and, for classic-control frames, "gymnasium[classic-control]" (pygame-ce); MuJoCo ids (Hopper-v5, ...):
+"gymnasium[mujoco]"; Box2D ids (LunarLander-v3, ...): "gymnasium[box2d]". Atari ids: ppo_atari.py, dqn_atari.py or
+rainbow_atari.py (and ale-py).
+
 Symbols: epsilon -> args.epsilon, gamma -> args.gamma, g -> args.metric, F + lambda I -> args.damping,
 theta -> the policy network (and log sigma for Box actions), V -> the value network.
 
@@ -37,6 +44,7 @@ Deliberate departures from the lecture:
 
 import csv
 import difflib
+import importlib.util
 import json
 import math
 import os
@@ -499,6 +507,10 @@ def check_common(args) -> None:
         fail("--capture-video records the evaluation games, but --eval-episodes is 0; give --eval-episodes 1 or more")
     if args.resume and args.eval_checkpoint:
         fail("--resume trains on and --eval-checkpoint only evaluates; give one of them")
+    # the packages these flags need, looked up (not imported) before anything is made
+    for flag, module, pip in OPTIONAL_PACKAGES:
+        if getattr(args, flag[2:].replace("-", "_")) and importlib.util.find_spec(module) is None:
+            fail(f"{flag} needs {module}: pip install {pip}")
     if args.track and os.environ.get("WANDB_MODE", "online").lower() not in ("offline", "disabled", "dryrun"):
         import wandb
 
@@ -507,6 +519,8 @@ def check_common(args) -> None:
             fail("--track needs a wandb login: run `wandb login`, set WANDB_API_KEY, or WANDB_MODE=offline")
 
 
+OPTIONAL_PACKAGES = [("--tensorboard", "tensorboard", "tensorboard"), ("--track", "wandb", "'wandb>=0.31'")]
+OPTIONAL_PACKAGES += [("--capture-video", "moviepy", "moviepy")]  # gymnasium's RecordVideo writes mp4 with it
 # flags a resumed run may change; every other flag shapes the run and must match the saved one
 CAN_CHANGE_ON_RESUME = {"resume", "total_timesteps", "checkpoint_every", "checkpoint_replay", "cuda", "buffer_device"}
 CAN_CHANGE_ON_RESUME |= {"torch_deterministic", "track", "wandb_project_name", "wandb_entity", "capture_video"}
@@ -789,14 +803,18 @@ def evaluate_checkpoint(args, load_checkpoint: Callable, evaluate: Callable, par
 def check_env(env_id: str, render: bool = False) -> gym.Env:
     """Make one env, or fail in one line: an unknown id (with close matches), a missing dependency
     (MuJoCo envs need gymnasium[mujoco]), or spaces this script has no policy for."""
-    import ale_py  # registers the Atari ids: one of them gets its own answer
+    atari = "ppo_atari.py, dqn_atari.py or rainbow_atari.py"
+    if importlib.util.find_spec("ale_py") is not None:  # registers the Atari ids: one of them gets its own answer
+        import ale_py
 
-    gym.register_envs(ale_py)
+        gym.register_envs(ale_py)
     if env_id in gym.registry and gym.spec(env_id).entry_point == "ale_py.env:AtariEnv":
-        fail(f"{env_id} is an Atari game, learned from pixels: ppo_atari.py, dqn_atari.py or rainbow_atari.py run it")
+        fail(f"{env_id} is an Atari game, learned from pixels: {atari} run it")
     if env_id not in gym.registry:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
-        fail(f"unknown env id {env_id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        hint += "" if importlib.util.find_spec("ale_py") else f" (Atari ids need ale-py and {atari})"
+        fail(f"unknown env id {env_id!r}{hint}")
     # frames for video need no window: SDL's dummy driver draws off-screen (SDL would otherwise look for a display
     # and print "error: XDG_RUNTIME_DIR is invalid or not set", which reads like one of this script's errors)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

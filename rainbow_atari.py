@@ -29,6 +29,11 @@ Examples:
     python rainbow_atari.py --env-id PongNoFrameskip-v4 --no-prioritized --n-step 1    # two ablations
     python rainbow_atari.py --eval-checkpoint runs/<run>/rainbow_atari.pt --eval-episodes 10 --capture-video
 
+Install, for this file alone (training and its evaluation):
+    pip install "torch>=2.4" "gymnasium>=1.1" "ale-py>=0.12" opencv-python-headless tyro numpy
+and for a flag that needs more: --tensorboard: tensorboard; --track: "wandb>=0.31"; --capture-video: moviepy.
+(opencv-python-headless is OpenCV without display libraries: gymnasium's evaluation env resizes frames with it.)
+
 Symbols: gamma -> args.gamma, n -> args.n_step, alpha, beta, eps -> args.prioritized_replay_alpha, _beta, _eps,
 z_i -> q_net.support (args.n_atoms on [args.v_min, args.v_max]), sigma0 -> args.sigma0, theta -> q_net,
 theta' -> target_net, the replay memory D -> memory (args.buffer_size transitions).
@@ -47,6 +52,7 @@ import csv
 import dataclasses
 import difflib
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -653,6 +659,10 @@ def check_common(args) -> None:
         fail("--capture-video records the evaluation games, but --eval-episodes is 0; give --eval-episodes 1 or more")
     if args.resume and args.eval_checkpoint:
         fail("--resume trains on and --eval-checkpoint only evaluates; give one of them")
+    # the packages these flags need, looked up (not imported) before anything is made
+    for flag, module, pip in OPTIONAL_PACKAGES:
+        if getattr(args, flag[2:].replace("-", "_")) and importlib.util.find_spec(module) is None:
+            fail(f"{flag} needs {module}: pip install {pip}")
     if args.track and os.environ.get("WANDB_MODE", "online").lower() not in ("offline", "disabled", "dryrun"):
         import wandb
 
@@ -661,6 +671,8 @@ def check_common(args) -> None:
             fail("--track needs a wandb login: run `wandb login`, set WANDB_API_KEY, or WANDB_MODE=offline")
 
 
+OPTIONAL_PACKAGES = [("--tensorboard", "tensorboard", "tensorboard"), ("--track", "wandb", "'wandb>=0.31'")]
+OPTIONAL_PACKAGES += [("--capture-video", "moviepy", "moviepy")]  # gymnasium's RecordVideo writes mp4 with it
 # flags a resumed run may change; every other flag shapes the run and must match the saved one
 CAN_CHANGE_ON_RESUME = {"resume", "total_timesteps", "checkpoint_every", "checkpoint_replay", "cuda", "buffer_device"}
 CAN_CHANGE_ON_RESUME |= {"torch_deterministic", "track", "wandb_project_name", "wandb_entity", "capture_video"}
@@ -962,6 +974,7 @@ def make_eval_env(env_id: str, num_actions: int, video_dir: str | None = None) -
     """One gymnasium env for evaluation whose preprocessing gives the same frames as the training envs, and
     that can render for video; a network of another game (--env-id) fails in one line before a video is made."""
     atari_game(env_id)  # fails on an unknown id
+    check_opencv(1)
     # v5 ids skip frames in the emulator; here the wrapper skips 4 and max-pools, as the vector env does
     env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if video_dir else None)
     if env.action_space.n != num_actions:
@@ -971,6 +984,13 @@ def make_eval_env(env_id: str, num_actions: int, video_dir: str | None = None) -
     if video_dir:
         env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda e: True, name_prefix="eval")
     return env
+
+
+def check_opencv(eval_episodes: int) -> None:
+    """The evaluation env resizes frames with OpenCV (gymnasium's AtariPreprocessing): without it, fail now, before
+    anything is made, not after hours of training."""
+    if eval_episodes > 0 and importlib.util.find_spec("cv2") is None:
+        fail("the evaluation needs OpenCV: pip install opencv-python-headless (or give --eval-episodes 0)")
 
 
 def play_games(env: gym.Env, act: Callable[[np.ndarray], int], episodes: int, seed: int) -> list[float]:
@@ -1137,6 +1157,7 @@ def check_args(args: Args) -> None:
         fail("--buffer-device cuda needs a GPU that torch can see; use --buffer-device cpu")
     check_discrete_actions(args.env_id)
     atari_game(args.env_id)
+    check_opencv(args.eval_episodes)
 
 
 def check_discrete_actions(env_id: str) -> None:
