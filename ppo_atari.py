@@ -419,12 +419,47 @@ def pick_device(cuda: bool, say: bool = True) -> torch.device:
     return device
 
 
-def check_common(args) -> None:
-    """The flags every script has, checked before anything is allocated."""
-    if args.checkpoint_every < 0:
-        fail(f"--checkpoint-every must be 0 (no checkpoints) or more, got {args.checkpoint_every}")
-    if args.eval_episodes < 0:
-        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
+# A flag's domain: (test, what the flag must be). Every flag that is a number or a string has one, declared once:
+# the shared flags' below, the algorithm's in the script's DOMAINS; a float must also be finite.
+POSITIVE = (lambda v: v > 0, "positive")
+NON_NEGATIVE = (lambda v: v >= 0, "0 or more")
+PROBABILITY = (lambda v: 0 <= v <= 1, "between 0 and 1")
+DISCOUNT = (lambda v: 0 < v <= 1, "in (0, 1]")
+COUNT = (lambda v: 0 < v <= 2**20, "positive, at most 2**20")  # envs, epochs, iterations: what a run can do
+NAME = (lambda v: v != "" and "/" not in v, "a name without /")
+PATH = (lambda v: v != "", "a path (not empty)")
+NUMBER = (lambda v: True, "a number")
+
+
+def one_of(*choices: str) -> tuple:
+    return lambda v: v in choices, ", ".join(choices[:-1]) + f" or {choices[-1]}"
+
+
+SHARED_DOMAINS = {
+    "exp_name": (lambda v: v not in ("", ".", "..") and "/" not in v and "__" not in v, "a folder name, no / or __"),
+    # sub-env i is seeded seed + step + i (the step on resume; + rank x num_envs under torchrun): ALE takes 31 bits
+    "seed": (lambda v: 0 <= v < 2**29, "between 0 and 2**29 - 1"),
+    "total_timesteps": (lambda v: 0 < v <= 2**30, "positive, at most 2**30"),
+    "env_id": (lambda v: v != "", "an env id"),
+    "checkpoint_every": NON_NEGATIVE,
+    "eval_episodes": NON_NEGATIVE,
+    "wandb_project_name": NAME,
+    "wandb_entity": NAME,
+    "eval_checkpoint": PATH,
+    "resume": PATH,
+}
+
+
+def check_common(args, domains: dict) -> None:
+    """Every flag against its domain (the shared ones and the script's `domains`; None is "not given"), then the
+    combinations of the flags every script has and the packages they need: before anything is made."""
+    domains = SHARED_DOMAINS | domains
+    for name, value in asdict(args).items():
+        if value is None or isinstance(value, bool):  # None: not given; a bool is always one of its two values
+            continue
+        test, must = domains[name]
+        if not test(value) or (isinstance(value, float) and not math.isfinite(value)):
+            fail(f"--{name.replace('_', '-')} must be {must}, got {value!r}")
     if args.capture_video and args.eval_episodes == 0:
         fail("--capture-video records the evaluation games, but --eval-episodes is 0; give --eval-episodes 1 or more")
     if args.resume and args.eval_checkpoint:
@@ -464,7 +499,8 @@ def load_file(path: str, mmap: bool = False):
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # a missing, truncated or foreign file: say which and why in one line
-        fail(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        fail(f"cannot read checkpoint {path}: not a whole file written by torch.save ({why})")
 
 
 def save_atomic(state: dict, path: str) -> None:
@@ -702,10 +738,10 @@ def report(scores: list[float], args: dict, folder: str | None = None) -> None:
         print(f"wrote {folder}", flush=True)
 
 
-def evaluate_checkpoint(args, load_checkpoint: Callable, evaluate: Callable, parse: Callable) -> None:
+def evaluate_checkpoint(args, domains: dict, load_checkpoint: Callable, evaluate: Callable, parse: Callable) -> None:
     """--eval-checkpoint: --eval-episodes episodes of the saved model, on its env or the --env-id given (parse(env_id)
     reads the flags again with the model's env as the default), into a new folder eval-<time>/ beside it."""
-    check_common(args)  # the flags every script checks (--resume cannot come with it)
+    check_common(args, domains)  # every flag (--resume cannot come with it)
     if args.eval_episodes <= 0:
         fail("--eval-episodes must be positive to evaluate a checkpoint")
     seed_everything(args.seed, args.torch_deterministic)
@@ -804,12 +840,15 @@ class GameScores:
 # --- family atari-appendix: end ---
 
 
+# the domain of each flag of the algorithm (the shared flags' are in SHARED_DOMAINS)
+DOMAINS = dict(num_envs=COUNT, num_steps=COUNT, num_minibatches=COUNT, update_epochs=COUNT, learning_rate=POSITIVE)
+DOMAINS |= dict(gamma=DISCOUNT, gae_lambda=PROBABILITY, clip_coef=POSITIVE, ent_coef=NON_NEGATIVE)
+DOMAINS |= dict(vf_coef=NON_NEGATIVE, max_grad_norm=POSITIVE, target_kl=POSITIVE, dist_timeout=POSITIVE)
+
+
 def check_args(args: Args, world_size: int) -> None:
     """Fail on bad input before anything is allocated."""
-    check_common(args)
-    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_common(args, DOMAINS)
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches:
         fail(
@@ -826,8 +865,6 @@ def check_args(args: Args, world_size: int) -> None:
         fail(
             f"--total-timesteps {args.total_timesteps} is less than one batch{of} ({world_size * batch_size}); raise it"
         )
-    if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1 and args.clip_coef > 0 and args.learning_rate > 0):
-        fail("need 0 < --gamma <= 1, 0 <= --gae-lambda <= 1, --clip-coef > 0 and --learning-rate > 0")
     atari_game(args.env_id)
     check_opencv(args.eval_episodes)
     # with --cuda and GPUs, each process of this machine needs one of its own (NCCL refuses to share one);
@@ -949,7 +986,7 @@ if __name__ == "__main__":
     if args.eval_checkpoint:
         # an --env-id given wins over the model's: the flags read again with the model's env as the default
         parse = lambda env_id: tyro.cli(Args, default=replace(args, env_id=env_id))
-        evaluate_checkpoint(args, load_checkpoint, evaluate, parse)
+        evaluate_checkpoint(args, DOMAINS, load_checkpoint, evaluate, parse)
     else:
         try:
             train(args)

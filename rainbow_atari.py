@@ -649,12 +649,47 @@ def pick_device(cuda: bool, say: bool = True) -> torch.device:
     return device
 
 
-def check_common(args) -> None:
-    """The flags every script has, checked before anything is allocated."""
-    if args.checkpoint_every < 0:
-        fail(f"--checkpoint-every must be 0 (no checkpoints) or more, got {args.checkpoint_every}")
-    if args.eval_episodes < 0:
-        fail(f"--eval-episodes must be 0 or more, got {args.eval_episodes}")
+# A flag's domain: (test, what the flag must be). Every flag that is a number or a string has one, declared once:
+# the shared flags' below, the algorithm's in the script's DOMAINS; a float must also be finite.
+POSITIVE = (lambda v: v > 0, "positive")
+NON_NEGATIVE = (lambda v: v >= 0, "0 or more")
+PROBABILITY = (lambda v: 0 <= v <= 1, "between 0 and 1")
+DISCOUNT = (lambda v: 0 < v <= 1, "in (0, 1]")
+COUNT = (lambda v: 0 < v <= 2**20, "positive, at most 2**20")  # envs, epochs, iterations: what a run can do
+NAME = (lambda v: v != "" and "/" not in v, "a name without /")
+PATH = (lambda v: v != "", "a path (not empty)")
+NUMBER = (lambda v: True, "a number")
+
+
+def one_of(*choices: str) -> tuple:
+    return lambda v: v in choices, ", ".join(choices[:-1]) + f" or {choices[-1]}"
+
+
+SHARED_DOMAINS = {
+    "exp_name": (lambda v: v not in ("", ".", "..") and "/" not in v and "__" not in v, "a folder name, no / or __"),
+    # sub-env i is seeded seed + step + i (the step on resume; + rank x num_envs under torchrun): ALE takes 31 bits
+    "seed": (lambda v: 0 <= v < 2**29, "between 0 and 2**29 - 1"),
+    "total_timesteps": (lambda v: 0 < v <= 2**30, "positive, at most 2**30"),
+    "env_id": (lambda v: v != "", "an env id"),
+    "checkpoint_every": NON_NEGATIVE,
+    "eval_episodes": NON_NEGATIVE,
+    "wandb_project_name": NAME,
+    "wandb_entity": NAME,
+    "eval_checkpoint": PATH,
+    "resume": PATH,
+}
+
+
+def check_common(args, domains: dict) -> None:
+    """Every flag against its domain (the shared ones and the script's `domains`; None is "not given"), then the
+    combinations of the flags every script has and the packages they need: before anything is made."""
+    domains = SHARED_DOMAINS | domains
+    for name, value in asdict(args).items():
+        if value is None or isinstance(value, bool):  # None: not given; a bool is always one of its two values
+            continue
+        test, must = domains[name]
+        if not test(value) or (isinstance(value, float) and not math.isfinite(value)):
+            fail(f"--{name.replace('_', '-')} must be {must}, got {value!r}")
     if args.capture_video and args.eval_episodes == 0:
         fail("--capture-video records the evaluation games, but --eval-episodes is 0; give --eval-episodes 1 or more")
     if args.resume and args.eval_checkpoint:
@@ -694,7 +729,8 @@ def load_file(path: str, mmap: bool = False):
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # a missing, truncated or foreign file: say which and why in one line
-        fail(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        fail(f"cannot read checkpoint {path}: not a whole file written by torch.save ({why})")
 
 
 def save_atomic(state: dict, path: str) -> None:
@@ -932,10 +968,10 @@ def report(scores: list[float], args: dict, folder: str | None = None) -> None:
         print(f"wrote {folder}", flush=True)
 
 
-def evaluate_checkpoint(args, load_checkpoint: Callable, evaluate: Callable, parse: Callable) -> None:
+def evaluate_checkpoint(args, domains: dict, load_checkpoint: Callable, evaluate: Callable, parse: Callable) -> None:
     """--eval-checkpoint: --eval-episodes episodes of the saved model, on its env or the --env-id given (parse(env_id)
     reads the flags again with the model's env as the default), into a new folder eval-<time>/ beside it."""
-    check_common(args)  # the flags every script checks (--resume cannot come with it)
+    check_common(args, domains)  # every flag (--resume cannot come with it)
     if args.eval_episodes <= 0:
         fail("--eval-episodes must be positive to evaluate a checkpoint")
     seed_everything(args.seed, args.torch_deterministic)
@@ -1134,25 +1170,29 @@ def check_memory(args: "Args", obs_shape: tuple) -> None:
         )
 
 
+# the domain of each flag of the algorithm (the shared flags' are in SHARED_DOMAINS)
+DOMAINS = dict(preset=one_of("rainbow", "der"), num_envs=COUNT, buffer_size=POSITIVE, learning_rate=POSITIVE)
+DOMAINS |= dict(buffer_device=one_of("cpu", "cuda"), adam_eps=POSITIVE, gamma=DISCOUNT, batch_size=POSITIVE)
+DOMAINS |= dict(learning_starts=NON_NEGATIVE, train_frequency=POSITIVE, target_network_frequency=POSITIVE)
+DOMAINS |= dict(network=one_of("nature", "der"), prioritized_replay_alpha=NON_NEGATIVE, n_step=COUNT)
+DOMAINS |= dict(prioritized_replay_beta=PROBABILITY, prioritized_replay_eps=POSITIVE, sigma0=NON_NEGATIVE)
+DOMAINS |= dict(n_atoms=(lambda v: 2 <= v <= 2**20, "2 or more, at most 2**20"), v_min=NUMBER, v_max=NUMBER)
+DOMAINS |= dict(start_e=PROBABILITY, end_e=PROBABILITY, exploration_fraction=DISCOUNT, eval_epsilon=PROBABILITY)
+
+
 def check_args(args: Args) -> None:
     """Fail on bad input before anything is allocated."""
-    check_common(args)
-    positive = ("total_timesteps", "num_envs", "buffer_size", "batch_size", "train_frequency", "n_step")
-    for name in (*positive, "target_network_frequency"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_common(args, DOMAINS)
+    if args.learning_starts >= args.total_timesteps:
+        fail(
+            f"--learning-starts {args.learning_starts:,} leaves nothing to learn from in {args.total_timesteps:,} steps"
+        )
     if args.learning_starts < args.n_step * args.num_envs:
         fail("--learning-starts must be at least --n-step x --num-envs (a whole n-step transition stored per env)")
     if args.buffer_size < max(args.batch_size, (args.n_step + 5) * args.num_envs):
         fail(f"--buffer-size {args.buffer_size} must hold --batch-size transitions and n-step + 5 per env at least")
-    if not (0 < args.gamma <= 1 and min(args.learning_rate, args.adam_eps) > 0 and 0 < args.exploration_fraction <= 1):
-        fail("need 0 < --gamma <= 1, --learning-rate > 0, --adam-eps > 0 and 0 < --exploration-fraction <= 1")
-    if not all(0 <= p <= 1 for p in (args.start_e, args.end_e, args.eval_epsilon, args.prioritized_replay_beta)):
-        fail("--start-e, --end-e, --eval-epsilon and --prioritized-replay-beta must be between 0 and 1")
-    if args.prioritized_replay_alpha < 0 or args.prioritized_replay_eps <= 0 or args.sigma0 < 0:
-        fail("need --prioritized-replay-alpha >= 0, --prioritized-replay-eps > 0 and --sigma0 >= 0")
-    if args.n_atoms < 2 or args.v_min >= args.v_max:
-        fail(f"need --n-atoms >= 2 and --v-min < --v-max, got {args.n_atoms} atoms on [{args.v_min}, {args.v_max}]")
+    if args.v_min >= args.v_max:
+        fail(f"--v-min must be below --v-max, got [{args.v_min}, {args.v_max}]")
     if args.buffer_device == "cuda" and not torch.cuda.is_available():
         fail("--buffer-device cuda needs a GPU that torch can see; use --buffer-device cpu")
     check_discrete_actions(args.env_id)
@@ -1208,6 +1248,6 @@ if __name__ == "__main__":
     args = parse_args()
     if args.eval_checkpoint:
         # an --env-id given wins over the model's: the flags read again with the model's env as the default
-        evaluate_checkpoint(args, load_checkpoint, evaluate, lambda env_id: parse_args(env_default=env_id))
+        evaluate_checkpoint(args, DOMAINS, load_checkpoint, evaluate, lambda env_id: parse_args(env_default=env_id))
     else:
         train(args)

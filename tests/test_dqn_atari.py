@@ -220,8 +220,8 @@ BAD = [
     (dict(target_network_frequency=0), "--target-network-frequency must be positive"),
     (dict(learning_starts=-1), "--learning-starts must be 0 or more"),
     (dict(exploration_fraction=0.0), "--exploration-fraction"),
-    (dict(end_e=1.5), "probabilities"),
-    (dict(eval_epsilon=-0.1), "probabilities"),
+    (dict(end_e=1.5), "--end-e must be between 0 and 1, got 1.5"),
+    (dict(eval_epsilon=-0.1), "--eval-epsilon must be between 0 and 1, got -0.1"),
     (dict(env_id="Pendulum-v1"), "continuous actions"),
 ]
 if not torch.cuda.is_available():

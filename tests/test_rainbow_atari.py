@@ -408,11 +408,11 @@ BAD = [
     (dict(exploration_fraction=0.0), "--exploration-fraction"),
     (dict(end_e=1.5), "between 0 and 1"),
     (dict(prioritized_replay_beta=1.5), "between 0 and 1"),
-    (dict(prioritized_replay_alpha=-1.0), "--prioritized-replay-alpha >= 0"),
-    (dict(prioritized_replay_eps=0.0), "--prioritized-replay-eps > 0"),
-    (dict(sigma0=-0.1), "--sigma0 >= 0"),
-    (dict(n_atoms=1), "--n-atoms >= 2"),
-    (dict(v_min=10.0), "--v-min < --v-max"),
+    (dict(prioritized_replay_alpha=-1.0), "--prioritized-replay-alpha must be 0 or more"),
+    (dict(prioritized_replay_eps=0.0), "--prioritized-replay-eps must be positive"),
+    (dict(sigma0=-0.1), "--sigma0 must be 0 or more"),
+    (dict(n_atoms=1), "--n-atoms must be 2 or more"),
+    (dict(v_min=10.0), "--v-min must be below --v-max"),
     (dict(env_id="Pendulum-v1"), "continuous actions"),
 ]
 if not torch.cuda.is_available():
