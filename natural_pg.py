@@ -1054,9 +1054,9 @@ def check_args(args: Args) -> tuple[int, int, bool]:
     """Fail on bad input before anything is allocated; return the env's sizes: observation, action, and whether
     the actions are discrete (action: their count) or not (action: the vector's size)."""
     check_common(args, DOMAINS)
-    if args.metric == "fisher" and args.fisher == "exact" and args.damping == 0:
+    if args.metric == "fisher" and args.damping == 0:  # CG on the singular F ran into NaN too (measured)
         fail(
-            "--damping 0 with --fisher exact: F from a batch is singular (one constant added to all logits changes "
+            "--damping 0 with --metric fisher: F from a batch is singular (one constant added to all logits changes "
             "no policy), so F^-1 grad U does not exist; use --damping 0.1 (the default) or more"
         )
     env = check_env(args.env_id, render=args.capture_video and args.eval_episodes > 0)

@@ -538,7 +538,6 @@ def train(args: Args) -> str:
     device, buffer_device = pick_device(args.cuda), torch.device(args.buffer_device)
     envs = make_envs(args.env_id, args.num_envs)
     obs_shape, num_actions = envs.single_observation_space.shape, envs.single_action_space.n
-    check_memory(args, obs_shape)
     N = args.num_envs
     num_iterations = args.total_timesteps // N
     with Run(args, num_iterations * N) as run:
@@ -1195,6 +1194,7 @@ def check_args(args: Args) -> None:
         fail(f"--v-min must be below --v-max, got [{args.v_min}, {args.v_max}]")
     if args.buffer_device == "cuda" and not torch.cuda.is_available():
         fail("--buffer-device cuda needs a GPU that torch can see; use --buffer-device cpu")
+    check_memory(args, (4, 84, 84))  # the frames of make_envs: a stack of 4, 84 x 84
     check_discrete_actions(args.env_id)
     atari_game(args.env_id)
     check_opencv(args.eval_episodes)

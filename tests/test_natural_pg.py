@@ -179,7 +179,8 @@ BAD = [
     (dict(epsilon=-0.01), "--epsilon must be positive"),
     (dict(damping=-1.0), "--damping must be 0 or more"),
     # F from a batch is singular: F^-1 grad U does not exist, and the solve returns a step of no use
-    (dict(damping=0.0, fisher="exact"), "--damping 0 with --fisher exact"),
+    (dict(damping=0.0, fisher="exact"), "--damping 0 with --metric fisher"),
+    (dict(damping=0.0, fisher="cg"), "--damping 0 with --metric fisher"),
     (dict(cg_iters=0), "--cg-iters must be positive"),
     (dict(metric="manhattan"), "--metric must be fisher or euclidean"),
     (dict(fisher="diagonal"), "--fisher must be cg or exact"),
