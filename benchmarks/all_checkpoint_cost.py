@@ -64,11 +64,11 @@ def full_replay(name: str, capacity: int = 1_000_000) -> tuple[float, int, float
     memory.cur.fill_(memory.slots - 1)
     with tempfile.TemporaryDirectory(dir=".") as folder:
         start = time.perf_counter()
-        module.save_atomic(memory.state_dict(), os.path.join(folder, "replay.pt"))
+        module.save_atomic(module.replay_state(memory), os.path.join(folder, "replay.pt"))
         seconds = time.perf_counter() - start
         size = os.path.getsize(os.path.join(folder, "replay.pt"))
         start = time.perf_counter()
-        memory.load_state_dict(module.load_file(os.path.join(folder, "replay.pt"), mmap=True))
+        module.load_replay_state(memory, module.load_file(os.path.join(folder, "replay.pt"), mmap=True))
         load_seconds = time.perf_counter() - start
     del args
     return seconds, size, load_seconds
