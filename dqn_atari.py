@@ -109,6 +109,9 @@ class Args:
     """total agent steps over all envs (each is 4 emulator frames)"""
     checkpoint_every: int = 150_000
     """agent steps between checkpoints of the whole training state into runs/<run>/checkpoint.pt (0: none)"""
+    bf16: bool = False
+    """the networks' forward passes (acting and learning) in bfloat16 under torch.autocast; the losses, the optimizer
+    and checkpoints stay fp32. Fast where the hardware has bf16 (GPUs since Ampere, CPUs with AMX or AVX512-BF16)"""
     checkpoint_replay: bool = True
     """write the replay memory beside each checkpoint (off: a resumed run refills it for --learning-starts steps)"""
 
@@ -174,9 +177,9 @@ def is_game_over(terminated, truncated, lives, prev_lives) -> np.ndarray:
 class QNetwork(nn.Module):
     """The Nature-DQN network (Mnih et al. 2015): stacked frames in, one Q value per action out."""
 
-    def __init__(self, frames: int, num_actions: int):
+    def __init__(self, frames: int, num_actions: int, bf16: bool = False):
         super().__init__()
-        self.num_actions = num_actions
+        self.num_actions, self.bf16 = num_actions, bf16
         self.net = nn.Sequential(
             nn.Conv2d(frames, 32, 8, stride=4),  # [B, 32, 20, 20]
             nn.ReLU(),
@@ -193,7 +196,10 @@ class QNetwork(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """uint8 frames [B, 4, 84, 84] -> Q_theta(s, .) [B, A]."""
         # channels_last (NHWC) convolutions: faster on CPU (see ppo_atari.py); scale to [0, 1] in place
-        return self.net(obs.contiguous(memory_format=torch.channels_last).float().mul_(1.0 / 255.0))
+        x = obs.contiguous(memory_format=torch.channels_last).float().mul_(1.0 / 255.0)
+        # --bf16: the network in bfloat16, Q back in fp32: the TD error is a difference of nearby numbers
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.bf16):
+            return self.net(x).float()
 
 
 class ReplayMemory:
@@ -337,14 +343,14 @@ def train(args: Args) -> str:
     --target-network-frequency steps. Returns the run folder."""
     check_args(args)
     seed_everything(args.seed, args.torch_deterministic)
-    device, buffer_device = pick_device(args.cuda), torch.device(args.buffer_device)
+    device, buffer_device = pick_device(args.cuda, bf16=args.bf16), torch.device(args.buffer_device)
     envs = make_envs(args.env_id, args.num_envs)
     obs_shape, num_actions = envs.single_observation_space.shape, envs.single_action_space.n
     N = args.num_envs
     num_iterations = args.total_timesteps // N
     with Run(args, num_iterations * N) as run:
-        q_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
-        target_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
+        q_net = QNetwork(obs_shape[0], num_actions, args.bf16).to(device, memory_format=torch.channels_last)
+        target_net = QNetwork(obs_shape[0], num_actions, args.bf16).to(device, memory_format=torch.channels_last)
         target_net.load_state_dict(q_net.state_dict())
         target_net.requires_grad_(False)
         # impl detail: fused Adam, one kernel for all parameters (on CPU the default loops over them, op by op)
@@ -428,13 +434,18 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
-def pick_device(cuda: bool, say: bool = True) -> torch.device:
-    """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line."""
+def pick_device(cuda: bool, say: bool = True, bf16: bool = False) -> torch.device:
+    """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line, with a warning where
+    --bf16 has no bfloat16 hardware to run on (it is then emulated, about 14x slower on an AVX2 CPU: measured)."""
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
     # CPU kernels of another SIMD width round differently: a seeded run is reproducible on the same kind only
     kind = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
+    kind += "" if device.type == "cuda" else " kernels"
+    cpu_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if bf16 and not (torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_bf16):
+        kind += "; no bfloat16 hardware: --bf16 is emulated here, slower than fp32"
     if say:
-        print(f"device: {device.type} ({kind}{' kernels' if device.type == 'cpu' else ''})", flush=True)
+        print(f"device: {device.type} ({kind})", flush=True)
     return device
 
 
@@ -500,7 +511,7 @@ OPTIONAL_PACKAGES += [("--capture-video", "moviepy", "moviepy")]  # gymnasium's 
 # flags a resumed run may change; every other flag shapes the run and must match the saved one
 CAN_CHANGE_ON_RESUME = {"resume", "total_timesteps", "checkpoint_every", "checkpoint_replay", "cuda", "buffer_device"}
 CAN_CHANGE_ON_RESUME |= {"torch_deterministic", "track", "wandb_project_name", "wandb_entity", "capture_video"}
-CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard", "dist_timeout"}
+CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard", "dist_timeout", "bf16"}
 SCRIPT = os.path.basename(__file__)
 
 
@@ -743,7 +754,7 @@ class Run:
 
                 for name in sorted(f for f in os.listdir(video_dir) if f.endswith(".mp4")):
                     self.wandb.log({"eval/video": wandb.Video(os.path.join(video_dir, name))})
-        return self.dir
+        return self.dir if self.writer else None
 
 
 def report(scores: list[float], args: dict, folder: str | None = None) -> None:

@@ -99,6 +99,9 @@ class Args:
     """total agent steps over all envs (each is 4 emulator frames)"""
     checkpoint_every: int = 400_000
     """agent steps between checkpoints of the whole training state into runs/<run>/checkpoint.pt (0: none)"""
+    bf16: bool = False
+    """the networks' forward passes (acting and learning) in bfloat16 under torch.autocast; the losses, the optimizer
+    and checkpoints stay fp32. Fast where the hardware has bf16 (GPUs since Ampere, CPUs with AMX or AVX512-BF16)"""
     eval_deterministic: bool = False
     """evaluate with the most likely action (argmax of the logits) instead of a sampled one"""
     dist_timeout: float = 300.0
@@ -176,8 +179,9 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> 
 class Agent(nn.Module):
     """Nature-CNN torso (Mnih et al. 2015) shared by the policy pi_theta(a|s) and the baseline V(s)."""
 
-    def __init__(self, num_actions: int):
+    def __init__(self, num_actions: int, bf16: bool = False):
         super().__init__()
+        self.bf16 = bf16
         self.torso = nn.Sequential(
             layer_init(nn.Conv2d(4, 32, 8, stride=4)),  # [B, 32, 20, 20]
             nn.ReLU(),
@@ -196,8 +200,12 @@ class Agent(nn.Module):
         """uint8 frames [B, 4, 84, 84] -> (action logits [B, A], V(s) [B])."""
         # channels_last (NHWC) convolutions: 1.25x faster update on this CPU; scale to [0, 1] in place
         x = obs.contiguous(memory_format=torch.channels_last).float().mul_(1.0 / 255.0)
-        hidden = self.torso(x)
-        return self.actor(hidden), self.critic(hidden).squeeze(-1)
+        # --bf16: convolutions and matmuls in bfloat16 (8 bits of mantissa), the outputs back in fp32: the
+        # log-probabilities, the likelihood ratio and the losses are differences of nearby numbers, computed in fp32
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.bf16):
+            hidden = self.torso(x)
+            logits, value = self.actor(hidden), self.critic(hidden)
+        return logits.float(), value.squeeze(-1).float()
 
 
 def logprob_and_entropy(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,7 +272,7 @@ def train(args: Args) -> str | None:
     with Run(args, num_iterations * global_batch, writer=rank == 0) as run:
         envs = make_envs(args.env_id, args.num_envs)
         num_actions = envs.single_action_space.n
-        agent = Agent(num_actions).to(device, memory_format=torch.channels_last)
+        agent = Agent(num_actions, args.bf16).to(device, memory_format=torch.channels_last)
         # impl detail: Adam eps 1e-5 instead of 1e-8 (Huang et al. 2022, detail 3)
         optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
@@ -409,13 +417,18 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
-def pick_device(cuda: bool, say: bool = True) -> torch.device:
-    """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line."""
+def pick_device(cuda: bool, say: bool = True, bf16: bool = False) -> torch.device:
+    """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line, with a warning where
+    --bf16 has no bfloat16 hardware to run on (it is then emulated, about 14x slower on an AVX2 CPU: measured)."""
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
     # CPU kernels of another SIMD width round differently: a seeded run is reproducible on the same kind only
     kind = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
+    kind += "" if device.type == "cuda" else " kernels"
+    cpu_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if bf16 and not (torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_bf16):
+        kind += "; no bfloat16 hardware: --bf16 is emulated here, slower than fp32"
     if say:
-        print(f"device: {device.type} ({kind}{' kernels' if device.type == 'cpu' else ''})", flush=True)
+        print(f"device: {device.type} ({kind})", flush=True)
     return device
 
 
@@ -481,7 +494,7 @@ OPTIONAL_PACKAGES += [("--capture-video", "moviepy", "moviepy")]  # gymnasium's 
 # flags a resumed run may change; every other flag shapes the run and must match the saved one
 CAN_CHANGE_ON_RESUME = {"resume", "total_timesteps", "checkpoint_every", "checkpoint_replay", "cuda", "buffer_device"}
 CAN_CHANGE_ON_RESUME |= {"torch_deterministic", "track", "wandb_project_name", "wandb_entity", "capture_video"}
-CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard", "dist_timeout"}
+CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard", "dist_timeout", "bf16"}
 SCRIPT = os.path.basename(__file__)
 
 
@@ -724,7 +737,7 @@ class Run:
 
                 for name in sorted(f for f in os.listdir(video_dir) if f.endswith(".mp4")):
                     self.wandb.log({"eval/video": wandb.Video(os.path.join(video_dir, name))})
-        return self.dir
+        return self.dir if self.writer else None
 
 
 def report(scores: list[float], args: dict, folder: str | None = None) -> None:
@@ -913,7 +926,7 @@ def torchrun_place() -> tuple[int, int]:
 def join_processes(args: Args, rank: int, world_size: int) -> torch.device:
     """The device of this process (said in the first line, once); under torchrun, also join the others (NCCL on
     GPUs, gloo on CPUs), waiting --dist-timeout for them at most, as for every exchange after it."""
-    device = pick_device(args.cuda, say=rank == 0)
+    device = pick_device(args.cuda, rank == 0, args.bf16)
     if world_size == 1:
         return device
     if device.type == "cuda":

@@ -111,6 +111,9 @@ class Args:
     """total agent steps over all envs (each is 4 emulator frames)"""
     checkpoint_every: int = 50_000
     """agent steps between checkpoints of the whole training state into runs/<run>/checkpoint.pt (0: none)"""
+    bf16: bool = False
+    """the networks' forward passes (acting and learning) in bfloat16 under torch.autocast; the losses, the optimizer
+    and checkpoints stay fp32. Fast where the hardware has bf16 (GPUs since Ampere, CPUs with AMX or AVX512-BF16)"""
     checkpoint_replay: bool = True
     """write the replay memory beside each checkpoint (off: a resumed run refills it for --learning-starts steps)"""
     preset: Literal["rainbow", "der"] = "rainbow"
@@ -247,8 +250,9 @@ class RainbowNetwork(nn.Module):
     3. dueling: Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a'), per atom (the mean makes V and A identifiable)."""
 
     def __init__(self, frames: int, num_actions: int, network: str, dueling: bool, distributional: bool,
-                 n_atoms: int, v_min: float, v_max: float, noisy: bool, sigma0: float):  # fmt: skip
+                 n_atoms: int, v_min: float, v_max: float, noisy: bool, sigma0: float, bf16: bool = False):  # fmt: skip
         super().__init__()
+        self.bf16 = bf16
         if network == "nature":  # Mnih et al. 2015
             convs = [nn.Conv2d(frames, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU()]
             convs += [nn.Conv2d(64, 64, 3, stride=1)]  # [B, 64, 7, 7]
@@ -273,15 +277,20 @@ class RainbowNetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """uint8 frames [B, 4, 84, 84] -> [B, A, K]."""
-        x = self.torso(obs.contiguous(memory_format=self.layout).float().mul_(1.0 / 255.0))  # to [0, 1] in place
-        advantage = self.advantage(x).view(-1, self.num_actions, self.atoms)  # [B, A, K]
-        if self.value is None:
+        x = obs.contiguous(memory_format=self.layout).float().mul_(1.0 / 255.0)  # to [0, 1] in place
+        # --bf16: the torso and the streams in bfloat16, their outputs back in fp32: the dueling combination, the
+        # softmax over the atoms and the cross-entropy of the projected distribution are computed in fp32
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.bf16):
+            x = self.torso(x)
+            advantage = self.advantage(x).float().view(-1, self.num_actions, self.atoms)  # [B, A, K]
+            value = self.value(x).float().view(-1, 1, self.atoms) if self.value is not None else None
+        if value is None:
             return advantage
         # 3. dueling: Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a') (per atom, before the softmax, as in Rainbow).
         # V + A alone is not identifiable (V + c and A - c give the same Q): pinning A's mean over actions to 0 makes
         # V the state's value; the mean rather than the max (A(s, a*) = 0) is steadier, since A then only has to
         # move as fast as its mean, not follow every change of the best action (Wang et al. 2016, eq. 9).
-        return self.value(x).view(-1, 1, self.atoms) + advantage - advantage.mean(dim=1, keepdim=True)
+        return value + advantage - advantage.mean(dim=1, keepdim=True)
 
     def q_values(self, out: torch.Tensor) -> torch.Tensor:
         """[B, A, K] -> Q(s, a) [B, A]: the mean of the distribution, Q(s, a) = sum_i z_i p_i(s, a), or the scalar."""
@@ -535,15 +544,15 @@ def train(args: Args) -> str:
     --target-network-frequency steps. Returns the run folder."""
     check_args(args)
     seed_everything(args.seed, args.torch_deterministic)
-    device, buffer_device = pick_device(args.cuda), torch.device(args.buffer_device)
+    device, buffer_device = pick_device(args.cuda, bf16=args.bf16), torch.device(args.buffer_device)
     envs = make_envs(args.env_id, args.num_envs)
     obs_shape, num_actions = envs.single_observation_space.shape, envs.single_action_space.n
     N = args.num_envs
     num_iterations = args.total_timesteps // N
     with Run(args, num_iterations * N) as run:
         config = {name: getattr(args, name) for name in NETWORK_FLAGS}
-        q_net = RainbowNetwork(obs_shape[0], num_actions, **config).to(device)
-        target_net = RainbowNetwork(obs_shape[0], num_actions, **config).to(device)
+        q_net = RainbowNetwork(obs_shape[0], num_actions, **config, bf16=args.bf16).to(device)
+        target_net = RainbowNetwork(obs_shape[0], num_actions, **config, bf16=args.bf16).to(device)
         target_net.load_state_dict(q_net.state_dict())
         target_net.requires_grad_(False)
         # impl detail: fused Adam, one kernel for all parameters (on CPU the default loops over them, op by op)
@@ -638,13 +647,18 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
-def pick_device(cuda: bool, say: bool = True) -> torch.device:
-    """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line."""
+def pick_device(cuda: bool, say: bool = True, bf16: bool = False) -> torch.device:
+    """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line, with a warning where
+    --bf16 has no bfloat16 hardware to run on (it is then emulated, about 14x slower on an AVX2 CPU: measured)."""
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
     # CPU kernels of another SIMD width round differently: a seeded run is reproducible on the same kind only
     kind = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
+    kind += "" if device.type == "cuda" else " kernels"
+    cpu_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if bf16 and not (torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_bf16):
+        kind += "; no bfloat16 hardware: --bf16 is emulated here, slower than fp32"
     if say:
-        print(f"device: {device.type} ({kind}{' kernels' if device.type == 'cpu' else ''})", flush=True)
+        print(f"device: {device.type} ({kind})", flush=True)
     return device
 
 
@@ -710,7 +724,7 @@ OPTIONAL_PACKAGES += [("--capture-video", "moviepy", "moviepy")]  # gymnasium's 
 # flags a resumed run may change; every other flag shapes the run and must match the saved one
 CAN_CHANGE_ON_RESUME = {"resume", "total_timesteps", "checkpoint_every", "checkpoint_replay", "cuda", "buffer_device"}
 CAN_CHANGE_ON_RESUME |= {"torch_deterministic", "track", "wandb_project_name", "wandb_entity", "capture_video"}
-CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard", "dist_timeout"}
+CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard", "dist_timeout", "bf16"}
 SCRIPT = os.path.basename(__file__)
 
 
@@ -953,7 +967,7 @@ class Run:
 
                 for name in sorted(f for f in os.listdir(video_dir) if f.endswith(".mp4")):
                     self.wandb.log({"eval/video": wandb.Video(os.path.join(video_dir, name))})
-        return self.dir
+        return self.dir if self.writer else None
 
 
 def report(scores: list[float], args: dict, folder: str | None = None) -> None:

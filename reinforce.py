@@ -410,13 +410,18 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
-def pick_device(cuda: bool, say: bool = True) -> torch.device:
-    """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line."""
+def pick_device(cuda: bool, say: bool = True, bf16: bool = False) -> torch.device:
+    """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line, with a warning where
+    --bf16 has no bfloat16 hardware to run on (it is then emulated, about 14x slower on an AVX2 CPU: measured)."""
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
     # CPU kernels of another SIMD width round differently: a seeded run is reproducible on the same kind only
     kind = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
+    kind += "" if device.type == "cuda" else " kernels"
+    cpu_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if bf16 and not (torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_bf16):
+        kind += "; no bfloat16 hardware: --bf16 is emulated here, slower than fp32"
     if say:
-        print(f"device: {device.type} ({kind}{' kernels' if device.type == 'cpu' else ''})", flush=True)
+        print(f"device: {device.type} ({kind})", flush=True)
     return device
 
 
@@ -482,7 +487,7 @@ OPTIONAL_PACKAGES += [("--capture-video", "moviepy", "moviepy")]  # gymnasium's 
 # flags a resumed run may change; every other flag shapes the run and must match the saved one
 CAN_CHANGE_ON_RESUME = {"resume", "total_timesteps", "checkpoint_every", "checkpoint_replay", "cuda", "buffer_device"}
 CAN_CHANGE_ON_RESUME |= {"torch_deterministic", "track", "wandb_project_name", "wandb_entity", "capture_video"}
-CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard", "dist_timeout"}
+CAN_CHANGE_ON_RESUME |= {"save_model", "eval_episodes", "tensorboard", "dist_timeout", "bf16"}
 SCRIPT = os.path.basename(__file__)
 
 
@@ -725,7 +730,7 @@ class Run:
 
                 for name in sorted(f for f in os.listdir(video_dir) if f.endswith(".mp4")):
                     self.wandb.log({"eval/video": wandb.Video(os.path.join(video_dir, name))})
-        return self.dir
+        return self.dir if self.writer else None
 
 
 def report(scores: list[float], args: dict, folder: str | None = None) -> None:
