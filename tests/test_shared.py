@@ -253,14 +253,14 @@ def sizes(path: str) -> dict:
 
 # the most code tokens above the Appendix banner (the algorithm) and below it (the plumbing)
 BUDGET = {  # script: (above, below)
-    "ppo_atari.py": (2387, 4735),
-    "dqn_atari.py": (2725, 4927),
-    "rainbow_atari.py": (4798, 5175),
-    "reinforce.py": (2462, 4439),
-    "natural_pg.py": (2880, 5043),
-    "trpo.py": (3164, 4701),
+    "ppo_atari.py": (2387, 4798),
+    "dqn_atari.py": (2725, 4988),
+    "rainbow_atari.py": (4798, 5236),
+    "reinforce.py": (2462, 4500),
+    "natural_pg.py": (2880, 5104),
+    "trpo.py": (3164, 4762),
 }
-SHARED_BUDGET, RUN_BUDGET, TORCHRUN_BUDGET = 3179, 1661, 700
+SHARED_BUDGET, RUN_BUDGET, TORCHRUN_BUDGET = 3240, 1661, 700
 
 
 @pytest.mark.parametrize("name", sorted(BUDGET))
