@@ -42,6 +42,7 @@ Deliberate departures from the lecture:
 - V is fitted by several Adam steps per batch on the squared error to the rewards-to-go.
 """
 
+import copy
 import csv
 import difflib
 import importlib.util
@@ -495,7 +496,7 @@ def pick_device(cuda: bool, say: bool = True, bf16: bool = False) -> torch.devic
     kind = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
     kind += "" if device.type == "cuda" else " kernels"
     cpu_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    if bf16 and not (torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_bf16):
+    if bf16 and not (torch.cuda.is_bf16_supported(including_emulation=False) if device.type == "cuda" else cpu_bf16):
         kind += "; no bfloat16 hardware: --bf16 is emulated here, slower than fp32"
     if say:
         print(f"device: {device.type} ({kind})", flush=True)
@@ -630,7 +631,11 @@ def read_checkpoint(args) -> dict:
             fail(f"{flag} is {value!r} but the run was started with {state['args'].get(name)!r}; drop {flag}")
     if args.total_timesteps < min(state["global_step"], state["args"]["total_timesteps"]):  # raise it, or keep it
         fail(f"--total-timesteps {args.total_timesteps:,} is below the checkpoint's step {state['global_step']:,}")
-    return state
+    if "replay_file" in state:  # written by an earlier version, beside the checkpoint (it may go once resumed)
+        state["replay"] = load_file(os.path.join(args.resume, state.pop("replay_file")), mmap=True)
+    replay = state.pop("replay", None)  # read as it is copied into the memory, then let go
+    # the rest copied out of the mapping: the optimizer would keep it, and the replaced file's disk space, all run
+    return copy.deepcopy(state) | ({} if replay is None else {"replay": replay})
 
 
 class Run:
@@ -654,6 +659,7 @@ class Run:
         self.csv_file = open(os.path.join(self.dir, "metrics.csv") if writer else os.devnull, "a", newline="")
         if self.state and self.csv_file.tell() > self.state["run"]["metrics_bytes"]:
             self.csv_file.truncate(self.state["run"]["metrics_bytes"])  # rows of steps that are played again
+            self.csv_file.seek(0, os.SEEK_END)  # tell() is the new end from here on
         self.csv = csv.writer(self.csv_file)
         if not args.resume:
             self.csv.writerow(["global_step", "metric", "value"])
@@ -702,13 +708,14 @@ class Run:
     def resume(self) -> dict | None:
         """The checkpoint's state, with torch's (and CUDA's) generators set as they were; None for a new run. Call
         it last before the loop, after everything that draws random numbers at the start."""
-        if self.state is not None:
-            torch.set_rng_state(self.state["rng"]["torch"])
-            if torch.cuda.is_available() and len(self.state["rng"]["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(self.state["rng"]["cuda"])
+        state, self.state = self.state, None  # the caller's now: let go of it once it is loaded
+        if state is not None:
+            torch.set_rng_state(state["rng"]["torch"])
+            if torch.cuda.is_available() and len(state["rng"]["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
             if self.writer:
                 print(f"resumed {self.dir} at step {self.start_step:,}", flush=True)
-        return self.state
+        return state
 
     def env_seed(self, seed: int) -> int:
         """Seed of the envs' first reset: --seed, or on resume a new one (the episodes in progress restart)."""
@@ -777,7 +784,9 @@ class Run:
         save_atomic(state, os.path.join(self.dir, "checkpoint.pt"))
 
     def stop_nonfinite(self, what: str, global_step: int) -> NoReturn:
-        path = os.path.join(self.dir or "", "checkpoint.pt")
+        if not self.writer:  # the writer says it, for all (they check the same numbers)
+            raise SystemExit(1)
+        path = os.path.join(self.dir, "checkpoint.pt")
         kept = f"{path} (step {self.checkpoint_step:,}) is kept" if os.path.exists(path) else "no checkpoint yet"
         fail(f"{what} at step {global_step:,}; training stopped, {kept}")
 
@@ -831,7 +840,9 @@ def evaluate_checkpoint(args, domains: dict, load_checkpoint: Callable, evaluate
     device = pick_device(args.cuda)
     model, env_id = load_checkpoint(args.eval_checkpoint, device)
     args = parse(env_id)
-    folder = new_folder(os.path.join(os.path.dirname(args.eval_checkpoint), time.strftime("eval-%Y%m%d-%H%M%S")))
+    # made once the env and the network are checked; the process id keeps two evaluations in one second apart
+    name = time.strftime(f"eval-%Y%m%d-%H%M%S-{os.getpid()}")
+    folder = new_folder(os.path.join(os.path.dirname(args.eval_checkpoint), name))
     # the env is made and checked against the network before anything is written
     scores = evaluate(model, args, device, video_dir=os.path.join(folder, "videos") if args.capture_video else None)
     report(scores, asdict(args), folder)
@@ -1047,8 +1058,9 @@ def collect_episodes(envs, agent: Agent, episodes: int, reset_seed: int | None, 
 # --- family episodes: end ---
 
 
-# the domain of each flag of the algorithm (the shared flags' are in SHARED_DOMAINS); a step of epsilon = 1 nat of
-# KL already leaves the policy nothing of its old self: larger ones only end in NaN
+# the domain of each flag of the algorithm (the shared flags' are in SHARED_DOMAINS); a step of epsilon = 1 (a KL of
+# 1 nat with --metric fisher, a step of norm sqrt(2) in the parameters with euclidean) already leaves the policy
+# nothing of its old self: larger ones only end in NaN
 DOMAINS = dict(num_envs=COUNT, episodes_per_update=COUNT, metric=one_of("fisher", "euclidean"), cg_iters=COUNT)
 DOMAINS |= dict(epsilon=(lambda v: 0 < v <= 1, "positive, at most 1 (the size of the step)"))
 DOMAINS |= dict(fisher=one_of("cg", "exact"), damping=NON_NEGATIVE, gamma=DISCOUNT, vf_learning_rate=POSITIVE)

@@ -38,6 +38,7 @@ Deliberate departures from the paper (all from CleanRL / Huang et al. 2022, so r
   the logged episodic_return is the raw score of the whole game, what papers report.
 """
 
+import copy
 import csv
 import difflib
 import importlib.util
@@ -148,8 +149,7 @@ def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
     grayscale, 4-frame stack, 108k-frame time limit. A life loss returns terminated=True and the game
     goes on (life_loss_info; episodic_life would restart the game). Rewards come back raw: the script
     logs the real score and clips for learning. SameStep autoreset: a game over returns the next
-    game's first observation at once, so every step returned is a real transition. `cores`: the cores this
-    process may use (all of the machine's by default; its share when several processes train on it)."""
+    game's first observation at once, so every step returned is a real transition."""
     game, sticky = atari_game(env_id)
     preprocessing = dict(noop_max=30, use_fire_reset=True, episodic_life=False, life_loss_info=True)
     preprocessing |= dict(reward_clipping=False, autoreset_mode="SameStep", repeat_action_probability=sticky)
@@ -425,7 +425,7 @@ def pick_device(cuda: bool, say: bool = True, bf16: bool = False) -> torch.devic
     kind = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
     kind += "" if device.type == "cuda" else " kernels"
     cpu_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    if bf16 and not (torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_bf16):
+    if bf16 and not (torch.cuda.is_bf16_supported(including_emulation=False) if device.type == "cuda" else cpu_bf16):
         kind += "; no bfloat16 hardware: --bf16 is emulated here, slower than fp32"
     if say:
         print(f"device: {device.type} ({kind})", flush=True)
@@ -560,7 +560,11 @@ def read_checkpoint(args) -> dict:
             fail(f"{flag} is {value!r} but the run was started with {state['args'].get(name)!r}; drop {flag}")
     if args.total_timesteps < min(state["global_step"], state["args"]["total_timesteps"]):  # raise it, or keep it
         fail(f"--total-timesteps {args.total_timesteps:,} is below the checkpoint's step {state['global_step']:,}")
-    return state
+    if "replay_file" in state:  # written by an earlier version, beside the checkpoint (it may go once resumed)
+        state["replay"] = load_file(os.path.join(args.resume, state.pop("replay_file")), mmap=True)
+    replay = state.pop("replay", None)  # read as it is copied into the memory, then let go
+    # the rest copied out of the mapping: the optimizer would keep it, and the replaced file's disk space, all run
+    return copy.deepcopy(state) | ({} if replay is None else {"replay": replay})
 
 
 class Run:
@@ -584,6 +588,7 @@ class Run:
         self.csv_file = open(os.path.join(self.dir, "metrics.csv") if writer else os.devnull, "a", newline="")
         if self.state and self.csv_file.tell() > self.state["run"]["metrics_bytes"]:
             self.csv_file.truncate(self.state["run"]["metrics_bytes"])  # rows of steps that are played again
+            self.csv_file.seek(0, os.SEEK_END)  # tell() is the new end from here on
         self.csv = csv.writer(self.csv_file)
         if not args.resume:
             self.csv.writerow(["global_step", "metric", "value"])
@@ -632,13 +637,14 @@ class Run:
     def resume(self) -> dict | None:
         """The checkpoint's state, with torch's (and CUDA's) generators set as they were; None for a new run. Call
         it last before the loop, after everything that draws random numbers at the start."""
-        if self.state is not None:
-            torch.set_rng_state(self.state["rng"]["torch"])
-            if torch.cuda.is_available() and len(self.state["rng"]["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(self.state["rng"]["cuda"])
+        state, self.state = self.state, None  # the caller's now: let go of it once it is loaded
+        if state is not None:
+            torch.set_rng_state(state["rng"]["torch"])
+            if torch.cuda.is_available() and len(state["rng"]["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
             if self.writer:
                 print(f"resumed {self.dir} at step {self.start_step:,}", flush=True)
-        return self.state
+        return state
 
     def env_seed(self, seed: int) -> int:
         """Seed of the envs' first reset: --seed, or on resume a new one (the episodes in progress restart)."""
@@ -707,7 +713,9 @@ class Run:
         save_atomic(state, os.path.join(self.dir, "checkpoint.pt"))
 
     def stop_nonfinite(self, what: str, global_step: int) -> NoReturn:
-        path = os.path.join(self.dir or "", "checkpoint.pt")
+        if not self.writer:  # the writer says it, for all (they check the same numbers)
+            raise SystemExit(1)
+        path = os.path.join(self.dir, "checkpoint.pt")
         kept = f"{path} (step {self.checkpoint_step:,}) is kept" if os.path.exists(path) else "no checkpoint yet"
         fail(f"{what} at step {global_step:,}; training stopped, {kept}")
 
@@ -761,7 +769,9 @@ def evaluate_checkpoint(args, domains: dict, load_checkpoint: Callable, evaluate
     device = pick_device(args.cuda)
     model, env_id = load_checkpoint(args.eval_checkpoint, device)
     args = parse(env_id)
-    folder = new_folder(os.path.join(os.path.dirname(args.eval_checkpoint), time.strftime("eval-%Y%m%d-%H%M%S")))
+    # made once the env and the network are checked; the process id keeps two evaluations in one second apart
+    name = time.strftime(f"eval-%Y%m%d-%H%M%S-{os.getpid()}")
+    folder = new_folder(os.path.join(os.path.dirname(args.eval_checkpoint), name))
     # the env is made and checked against the network before anything is written
     scores = evaluate(model, args, device, video_dir=os.path.join(folder, "videos") if args.capture_video else None)
     report(scores, asdict(args), folder)
@@ -949,9 +959,10 @@ def exchange(losses: dict, games: list, signum: int, world_size: int) -> tuple[d
     """The iteration's one exchange: the mean of each loss over the processes (so that all log the same numbers, and
     the non-finite guard stops all of them at the same step), every process's games by step (rank 0 logs them), and
     the signal any process got (torchrun forwards its signal to every process, a scheduler may signal only one), so
-    that all stop after the same iteration. Alone: what was given."""
+    that all stop after the same iteration. Alone: the losses and games as given, and no agreed signal (None: the
+    run's own, at the moment it is asked)."""
     if world_size == 1:
-        return losses, games, signum
+        return losses, games, None
     everyone = [None] * world_size
     dist.all_gather_object(everyone, ({name: value.item() for name, value in losses.items()}, games, signum))
     losses = {name: float(np.mean([theirs[name] for theirs, _, _ in everyone])) for name in losses}
@@ -961,13 +972,14 @@ def exchange(losses: dict, games: list, signum: int, world_size: int) -> tuple[d
 
 def lost_other_process(e: Exception) -> bool:
     """Whether an error is a failed exchange with the other processes: gloo raises RuntimeErrors of its own (a
-    closed connection, a timeout), NCCL and the rendezvous torch's DistErrors."""
-    return "WORLD_SIZE" in os.environ and (isinstance(e, dist.DistError) or "gloo" in str(e))
+    closed connection, a timeout), NCCL and the rendezvous torch's DistErrors, a launch by hand without torchrun's
+    MASTER_ADDR a ValueError of the rendezvous."""
+    return "WORLD_SIZE" in os.environ and (isinstance(e, dist.DistError) or "gloo" in str(e) or "rendezvous" in str(e))
 
 
 def load_checkpoint(path: str, device: torch.device) -> tuple[Agent, str]:
     """Load a model saved by --save-model, safely (weights_only: tensors and plain values, no code)."""
-    checkpoint = load_file(path)  # on the CPU; the network goes to the device below
+    checkpoint = load_file(path, mmap=True)  # on the CPU; the network goes to the device below
     if not isinstance(checkpoint, dict) or not {"model", "env_id", "num_actions"} <= checkpoint.keys():
         fail(f"{path} is not a {SCRIPT} checkpoint (expected keys model, env_id, num_actions)")
     agent = Agent(checkpoint["num_actions"]).to(device, memory_format=torch.channels_last)
@@ -1005,9 +1017,9 @@ if __name__ == "__main__":
             train(args)
             if dist.is_initialized():
                 dist.destroy_process_group()
-        except RuntimeError as e:  # the one place where a lost process is caught: whichever exchange noticed it
+        except (RuntimeError, ValueError) as e:  # the one place a lost process is caught, whichever exchange noticed
             if not lost_other_process(e):
                 raise
             where = f"rank {os.environ.get('RANK', 0)} of {os.environ['WORLD_SIZE']}"
-            why = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+            why = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
             fail(f"process group: {where} stopped: another process is gone or did not answer ({why})")

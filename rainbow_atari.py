@@ -48,6 +48,7 @@ Deliberate departures from the paper:
   the logged episodic_return is the raw score of the whole game, what papers report.
 """
 
+import copy
 import csv
 import dataclasses
 import difflib
@@ -115,7 +116,7 @@ class Args:
     """the networks' forward passes (acting and learning) in bfloat16 under torch.autocast; the losses, the optimizer
     and checkpoints stay fp32. Fast where the hardware has bf16 (GPUs since Ampere, CPUs with AMX or AVX512-BF16)"""
     checkpoint_replay: bool = True
-    """write the replay memory beside each checkpoint (off: a resumed run refills it for --learning-starts steps)"""
+    """write the replay memory into each checkpoint (off: a resumed run refills it for --learning-starts steps)"""
     preset: Literal["rainbow", "der"] = "rainbow"
     """der: Data-Efficient Rainbow for Atari-100k (DER_PRESET's values become the defaults; explicit flags still win)"""
 
@@ -194,8 +195,7 @@ def make_envs(env_id: str, num_envs: int) -> AtariVectorEnv:
     grayscale, 4-frame stack, 108k-frame time limit. A life loss returns terminated=True and the game
     goes on (life_loss_info; episodic_life would restart the game). Rewards come back raw: the script
     logs the real score and clips for learning. SameStep autoreset: a game over returns the next
-    game's first observation at once, so every step returned is a real transition. `cores`: the cores this
-    process may use (all of the machine's by default; its share when several processes train on it)."""
+    game's first observation at once, so every step returned is a real transition."""
     game, sticky = atari_game(env_id)
     preprocessing = dict(noop_max=30, use_fire_reset=True, episodic_life=False, life_loss_info=True)
     preprocessing |= dict(reward_clipping=False, autoreset_mode="SameStep", repeat_action_probability=sticky)
@@ -655,7 +655,7 @@ def pick_device(cuda: bool, say: bool = True, bf16: bool = False) -> torch.devic
     kind = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
     kind += "" if device.type == "cuda" else " kernels"
     cpu_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    if bf16 and not (torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_bf16):
+    if bf16 and not (torch.cuda.is_bf16_supported(including_emulation=False) if device.type == "cuda" else cpu_bf16):
         kind += "; no bfloat16 hardware: --bf16 is emulated here, slower than fp32"
     if say:
         print(f"device: {device.type} ({kind})", flush=True)
@@ -790,7 +790,11 @@ def read_checkpoint(args) -> dict:
             fail(f"{flag} is {value!r} but the run was started with {state['args'].get(name)!r}; drop {flag}")
     if args.total_timesteps < min(state["global_step"], state["args"]["total_timesteps"]):  # raise it, or keep it
         fail(f"--total-timesteps {args.total_timesteps:,} is below the checkpoint's step {state['global_step']:,}")
-    return state
+    if "replay_file" in state:  # written by an earlier version, beside the checkpoint (it may go once resumed)
+        state["replay"] = load_file(os.path.join(args.resume, state.pop("replay_file")), mmap=True)
+    replay = state.pop("replay", None)  # read as it is copied into the memory, then let go
+    # the rest copied out of the mapping: the optimizer would keep it, and the replaced file's disk space, all run
+    return copy.deepcopy(state) | ({} if replay is None else {"replay": replay})
 
 
 class Run:
@@ -814,6 +818,7 @@ class Run:
         self.csv_file = open(os.path.join(self.dir, "metrics.csv") if writer else os.devnull, "a", newline="")
         if self.state and self.csv_file.tell() > self.state["run"]["metrics_bytes"]:
             self.csv_file.truncate(self.state["run"]["metrics_bytes"])  # rows of steps that are played again
+            self.csv_file.seek(0, os.SEEK_END)  # tell() is the new end from here on
         self.csv = csv.writer(self.csv_file)
         if not args.resume:
             self.csv.writerow(["global_step", "metric", "value"])
@@ -862,13 +867,14 @@ class Run:
     def resume(self) -> dict | None:
         """The checkpoint's state, with torch's (and CUDA's) generators set as they were; None for a new run. Call
         it last before the loop, after everything that draws random numbers at the start."""
-        if self.state is not None:
-            torch.set_rng_state(self.state["rng"]["torch"])
-            if torch.cuda.is_available() and len(self.state["rng"]["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(self.state["rng"]["cuda"])
+        state, self.state = self.state, None  # the caller's now: let go of it once it is loaded
+        if state is not None:
+            torch.set_rng_state(state["rng"]["torch"])
+            if torch.cuda.is_available() and len(state["rng"]["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
             if self.writer:
                 print(f"resumed {self.dir} at step {self.start_step:,}", flush=True)
-        return self.state
+        return state
 
     def env_seed(self, seed: int) -> int:
         """Seed of the envs' first reset: --seed, or on resume a new one (the episodes in progress restart)."""
@@ -937,7 +943,9 @@ class Run:
         save_atomic(state, os.path.join(self.dir, "checkpoint.pt"))
 
     def stop_nonfinite(self, what: str, global_step: int) -> NoReturn:
-        path = os.path.join(self.dir or "", "checkpoint.pt")
+        if not self.writer:  # the writer says it, for all (they check the same numbers)
+            raise SystemExit(1)
+        path = os.path.join(self.dir, "checkpoint.pt")
         kept = f"{path} (step {self.checkpoint_step:,}) is kept" if os.path.exists(path) else "no checkpoint yet"
         fail(f"{what} at step {global_step:,}; training stopped, {kept}")
 
@@ -991,7 +999,9 @@ def evaluate_checkpoint(args, domains: dict, load_checkpoint: Callable, evaluate
     device = pick_device(args.cuda)
     model, env_id = load_checkpoint(args.eval_checkpoint, device)
     args = parse(env_id)
-    folder = new_folder(os.path.join(os.path.dirname(args.eval_checkpoint), time.strftime("eval-%Y%m%d-%H%M%S")))
+    # made once the env and the network are checked; the process id keeps two evaluations in one second apart
+    name = time.strftime(f"eval-%Y%m%d-%H%M%S-{os.getpid()}")
+    folder = new_folder(os.path.join(os.path.dirname(args.eval_checkpoint), name))
     # the env is made and checked against the network before anything is written
     scores = evaluate(model, args, device, video_dir=os.path.join(folder, "videos") if args.capture_video else None)
     report(scores, asdict(args), folder)
@@ -1234,7 +1244,7 @@ def check_discrete_actions(env_id: str) -> None:
 
 def load_checkpoint(path: str, device: torch.device) -> tuple[RainbowNetwork, str]:
     """Load a model saved by --save-model, safely (weights_only: tensors and plain values, no code)."""
-    checkpoint = load_file(path)  # on the CPU; the network goes to the device below
+    checkpoint = load_file(path, mmap=True)  # on the CPU; the network goes to the device below
     if not isinstance(checkpoint, dict) or not {"model", "env_id", "num_actions", "network"} <= checkpoint.keys():
         fail(f"{path} is not a {SCRIPT} checkpoint (expected keys model, env_id, num_actions, network)")
     try:

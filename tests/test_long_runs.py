@@ -298,6 +298,38 @@ def test_a_planted_nan_stops_the_run_and_keeps_the_last_good_checkpoint(in_tmp, 
     assert all(finite(t) for t in kept["model"].values())
 
 
+def test_a_resume_that_cuts_metrics_csv_records_the_new_length(in_tmp):
+    """Rows written after the last checkpoint (here the evaluation's) are cut on --resume; the checkpoint written
+    next must record the file's new length, not the one before the cut, or a later resume cuts in the wrong place."""
+    run_dir = train("reinforce", eval_episodes=1)
+    metrics = os.path.join(run_dir, "metrics.csv")
+    assert any(r[1] == "eval/episodic_return" for r in read_rows(run_dir))
+    train("reinforce", resume=run_dir)  # at its final step: nothing to train, the checkpoint written again
+    assert not any(r[1] == "eval/episodic_return" for r in read_rows(run_dir))
+    assert load(os.path.join(run_dir, "checkpoint.pt"))["run"]["metrics_bytes"] == os.path.getsize(metrics)
+
+
+@pytest.mark.parametrize("name", ["dqn_atari", "rainbow_atari"])
+def test_a_checkpoint_with_its_replay_memory_in_a_file_beside_it_still_resumes(in_tmp, monkeypatch, name):
+    """Checkpoints of an earlier version kept the replay memory in replay-<step>.pt, named by the checkpoint."""
+    run_dir = train(name)
+    state = load_state(run_dir)
+    replay = state.pop("replay")
+    torch.save(replay, os.path.join(run_dir, "replay-old.pt"))
+    torch.save(state | {"replay_file": "replay-old.pt"}, os.path.join(run_dir, "checkpoint.pt"))
+    module = script(name)
+    seen = {}
+    restart_games = module.restart_games
+
+    def spy(memory, obs):
+        seen["replay"] = copy.deepcopy(module.replay_state(memory))
+        restart_games(memory, obs)
+
+    monkeypatch.setattr(module, "restart_games", spy)
+    train(name, resume=run_dir)
+    assert_same(replay, seen["replay"])
+
+
 def test_save_is_atomic_a_failed_write_leaves_the_previous_file(in_tmp, monkeypatch):
     rf = script("reinforce")
     os.makedirs("folder")
