@@ -976,7 +976,8 @@ def check_args(args: Args) -> None:
     check_common(args, DOMAINS)
     if args.learning_starts >= args.total_timesteps:
         fail(
-            f"--learning-starts {args.learning_starts:,} leaves nothing to learn from in {args.total_timesteps:,} steps"
+            f"--learning-starts {args.learning_starts:,} leaves nothing to learn in {args.total_timesteps:,} steps; "
+            "lower it, or raise --total-timesteps"
         )
     if args.buffer_size < max(args.batch_size, 5 * args.num_envs):
         fail(f"--buffer-size {args.buffer_size} must hold --batch-size transitions and 5 per env at least")

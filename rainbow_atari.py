@@ -1208,7 +1208,8 @@ def check_args(args: Args) -> None:
     check_common(args, DOMAINS)
     if args.learning_starts >= args.total_timesteps:
         fail(
-            f"--learning-starts {args.learning_starts:,} leaves nothing to learn from in {args.total_timesteps:,} steps"
+            f"--learning-starts {args.learning_starts:,} leaves nothing to learn in {args.total_timesteps:,} steps; "
+            "lower it, or raise --total-timesteps"
         )
     if args.learning_starts < args.n_step * args.num_envs:
         fail("--learning-starts must be at least --n-step x --num-envs (a whole n-step transition stored per env)")
