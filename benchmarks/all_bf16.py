@@ -123,7 +123,7 @@ if __name__ == "__main__":
                 times["bf16"].append(median_ms(bf16, a.update_repeats // 3 + 2))
             t32, t16 = median(times["fp32"]), median(times["bf16"])
             report.say(f"update, {what}: fp32 {t32:.1f} ms, bf16 {t16:.1f} ms: bf16 {t32 / t16:.2f}x")
-    for name in a.scripts:
+    for name in a.scripts if a.repeats > 0 else ():  # --repeats 0: the updates only (on a CPU that emulates bf16)
         rates = {False: [], True: []}
         for _ in range(a.repeats):
             for bf16 in (False, True):

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import dataclasses
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -151,12 +152,13 @@ def candidates(repeats: int, report: Report) -> None:
         for name in names:
             with variant(name):
                 one_pass = name == "online net over s and s' in one pass"
-                times[name].append(median_ms(lambda: update(one_pass), 1, skip=0))
+                times[name].append(median_ms(partial(update, one_pass), 1, skip=0))
     skip = repeats // 10
     plain = median(times[names[0]][skip:])
     report.say(f"\nthe update of the Nature network, batch {batch}: {flops / 1e9:.2f} GFLOP")
     report.say(f"  as train() does it: {plain:.1f} ms, {flops / plain / 1e6:.0f} GFLOP/s")
-    report.say(f"  the machine: a 2048^3 matrix product {gemm:.0f} GFLOP/s; [{batch}, 3136] x [3136, 512] {fc:.0f} GFLOP/s")
+    product = f"[{batch}, 3136] x [3136, 512] {fc:.0f} GFLOP/s"
+    report.say(f"  the machine: a 2048^3 matrix product {gemm:.0f} GFLOP/s; {product}")
     report.say("candidates with the same math, the whole update (alternating, medians):")
     for name in names:
         ms = median(times[name][skip:])
