@@ -363,6 +363,37 @@ def test_noisy_linear_is_factorised_and_off_in_eval_mode():
         torch.testing.assert_close(mean, F.linear(x, layer.weight_mu, layer.bias_mu))
 
 
+def test_update_gradients_equal_the_plain_noisy_formulation(monkeypatch):
+    """The factorised noisy layers (two products, no [out, in] noise matrix) give the loss and the gradients of the
+    plain formulation, W = mu + sigma * f(eps_out) f(eps_in)^T and one product, on a fixed batch."""
+    torch.manual_seed(0)
+    config = dict(network="der", dueling=True, distributional=True, n_atoms=11, v_min=-5, v_max=5, noisy=True)
+    q_net, target_net = (rb.RainbowNetwork(4, 3, **config, sigma0=0.5) for _ in range(2))
+    q_net.reset_noise()
+    target_net.reset_noise()
+    obs, next_obs = (torch.randint(0, 256, (16, 4, 84, 84), dtype=torch.uint8) for _ in range(2))
+    actions, returns, discounts = torch.randint(3, (16,)), torch.randn(16), torch.rand(16)
+
+    def loss_and_grads():
+        q_net.zero_grad()
+        losses, _, _ = rb.rainbow_loss(q_net, target_net, obs, actions, returns, discounts, next_obs, double=True)
+        losses.mean().backward()
+        return losses.detach(), {name: p.grad.clone() for name, p in q_net.named_parameters()}
+
+    factorised = loss_and_grads()
+
+    def plain(layer, x):
+        weight = layer.weight_mu + layer.weight_sigma * torch.outer(layer.eps_out, layer.eps_in)
+        return F.linear(x, weight, layer.bias_mu + layer.bias_sigma * layer.eps_out)
+
+    monkeypatch.setattr(rb.NoisyLinear, "forward", plain)
+    losses, grads = loss_and_grads()
+    torch.testing.assert_close(factorised[0], losses)
+    assert grads.keys() == factorised[1].keys() and any("sigma" in name for name in grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(factorised[1][name], grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
 def test_linear_schedule_goes_both_ways():
     np.testing.assert_allclose(
         [rb.linear_schedule(1.0, 0.01, 100, t) for t in (0, 50, 100, 1000)], [1, 0.505, 0.01, 0.01]
