@@ -1,0 +1,52 @@
+"""benchmarks/atari_seeds.py: the statistics the README's Atari results are restated with."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import atari_seeds  # noqa: E402
+
+
+def test_iqm_is_the_mean_of_the_middle_half():
+    assert atari_seeds.iqm(np.arange(1, 16)) == pytest.approx(np.mean(np.arange(4, 13)))  # 15 runs: 3 dropped each end
+    assert atari_seeds.iqm([4.0, 1.0, 3.0, 2.0]) == pytest.approx(2.5)  # 4 runs: the middle two
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=12)
+    outlier = x.copy()
+    outlier[np.argmax(x)] = 1e9  # a runaway run does not move it; it would move the mean
+    assert atari_seeds.iqm(outlier) == pytest.approx(atari_seeds.iqm(x))
+    naive = np.mean([v for v in x if np.sum(x < v) >= 3 and np.sum(x > v) >= 3])  # rank 4..9 of 12
+    assert atari_seeds.iqm(x) == pytest.approx(naive)
+
+
+def test_human_normalization_maps_random_to_0_and_human_to_1():
+    for game in atari_seeds.DER_PUBLISHED:
+        assert atari_seeds.human_normalized(game, atari_seeds.RANDOM[game]) == 0
+        assert atari_seeds.human_normalized(game, atari_seeds.HUMAN[game]) == pytest.approx(1)
+
+
+def test_stratified_bootstrap_resamples_within_games():
+    # one seed per game: nothing to resample, the interval is the point
+    one = {"a": [0.5], "b": [1.0], "c": [2.0], "d": [3.0]}
+    assert atari_seeds.stratified_bootstrap(one, atari_seeds.iqm, 200) == (1.5, 1.5)
+    # games far apart: a resample keeps each game's count, so the mean over games stays within each game's range
+    per_game = {"low": [0.0, 0.1, 0.2], "high": [10.0, 10.1, 10.2]}
+    low, high = atari_seeds.stratified_bootstrap(per_game, np.mean, 2000)
+    assert 5.0 <= low < np.mean([0.1, 10.1]) < high <= 5.2
+
+
+def test_reads_the_result_files(tmp_path):
+    line = "KangarooNoFrameskip-v4 seed {}: DER preset 100k steps: {} +- 1.0 (10 games); random 0.0 +- 0.0 (10 games)"
+    for seed, score in [(1, 1510.0), (2, 700.0)]:
+        (tmp_path / f"rainbow_atari_der_kangaroo_seed{seed}.txt").write_text(line.format(seed, score) + "\n")
+    rows = "".join(f"{step},charts/episodic_return,{step % 7}\n" for step in range(1, 151))
+    (tmp_path / "ppo_atari_breakout_1m_seed2_metrics.csv").write_text("global_step,metric,value\n" + rows)
+    assert atari_seeds.der_runs(str(tmp_path)) == {"Kangaroo": {1: 1510.0, 2: 700.0}}
+    last = atari_seeds.last_games_runs(str(tmp_path), "ppo_atari_breakout_1m")
+    assert last == {2: pytest.approx(np.mean([step % 7 for step in range(51, 151)]))}
+    text = atari_seeds.seeds_line("Kangaroo", {1: 1510.0, 2: 700.0}, 779)
+    seeds = "Kangaroo: 2 seeds (seed 1 1,510.0, seed 2 700.0)"
+    assert text == f"{seeds}: mean 1,105.0, min-max 700.0-1,510.0; published 779"
