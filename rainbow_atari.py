@@ -671,7 +671,6 @@ DISCOUNT = (lambda v: 0 < v <= 1, "in (0, 1]")
 COUNT = (lambda v: 0 < v <= 2**20, "positive, at most 2**20")  # envs, epochs, iterations: what a run can do
 NAME = (lambda v: v != "" and "/" not in v, "a name without /")
 PATH = (lambda v: v != "", "a path (not empty)")
-NUMBER = (lambda v: True, "a number")
 
 
 def one_of(*choices: str) -> tuple:
@@ -1199,6 +1198,7 @@ DOMAINS |= dict(buffer_device=one_of("cpu", "cuda"), adam_eps=POSITIVE, gamma=DI
 DOMAINS |= dict(learning_starts=NON_NEGATIVE, train_frequency=POSITIVE, target_network_frequency=POSITIVE)
 DOMAINS |= dict(network=one_of("nature", "der"), prioritized_replay_alpha=NON_NEGATIVE, n_step=COUNT)
 DOMAINS |= dict(prioritized_replay_beta=PROBABILITY, prioritized_replay_eps=POSITIVE, sigma0=NON_NEGATIVE)
+NUMBER = (lambda v: True, "a number")  # any: check_common refuses nan and inf in every float
 DOMAINS |= dict(n_atoms=(lambda v: 2 <= v <= 2**20, "2 or more, at most 2**20"), v_min=NUMBER, v_max=NUMBER)
 DOMAINS |= dict(start_e=PROBABILITY, end_e=PROBABILITY, exploration_fraction=DISCOUNT, eval_epsilon=PROBABILITY)
 

@@ -534,7 +534,6 @@ DISCOUNT = (lambda v: 0 < v <= 1, "in (0, 1]")
 COUNT = (lambda v: 0 < v <= 2**20, "positive, at most 2**20")  # envs, epochs, iterations: what a run can do
 NAME = (lambda v: v != "" and "/" not in v, "a name without /")
 PATH = (lambda v: v != "", "a path (not empty)")
-NUMBER = (lambda v: True, "a number")
 
 
 def one_of(*choices: str) -> tuple:
