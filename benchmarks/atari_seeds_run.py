@@ -1,0 +1,100 @@
+"""Run the Atari learning benchmarks whose seeds are missing, one at a time, from a frozen copy of the code.
+
+    nohup python benchmarks/atari_seeds_run.py [--seeds 1 2 3] [--only der ppo dqn] > benchmarks/out/seeds.log 2>&1 &
+    python benchmarks/atari_seeds_run.py --dry-run     # what is missing, in the order it would run
+
+The README's Atari figures are means over seeds 1, 2 and 3 (benchmarks/atari_seeds.py restates them): DER
+(`--preset der`) on its five games, ppo_atari.py Breakout 1M and dqn_atari.py Breakout 500k. A result is missing
+when its file is not in benchmarks/results/ (rainbow_atari_der_<game>_seed<k>.txt, ppo_atari_breakout_1m_seed<k>
+_metrics.csv, dqn_atari_breakout_500k_seed<k>_metrics.csv). The missing ones run in this order: DER game by game
+(a game's seeds together, so that each game finished has all three), then PPO, then DQN.
+
+A run takes 45-90 minutes on a 2-core CPU, and the code may change meanwhile: the commit checked out now (HEAD, its
+committed files) is copied once into a folder outside the work tree (--frozen, default /tmp/frozen-<commit>), and
+every run starts there, under `nice -n 19` with OMP_WAIT_POLICY=passive so that work beside it keeps the cores (a
+run started there resumes there with the code that wrote its checkpoint). Each result is copied back into
+benchmarks/results/ as soon as its run ends, with one line in benchmarks/results/atari_seeds_runs.txt: the result,
+the seed, the commit, the machine, the start and end (UTC). One run at a time; the first failure stops the queue.
+Stop a run for a timing with `kill -STOP` and go on with `kill -CONT`.
+"""
+
+import argparse
+import datetime
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+from common import ROOT, machine, result
+
+DER_GAMES = ["RoadRunner", "KungFuMaster", "Freeway", "Krull", "Kangaroo"]
+
+
+def planned(seeds: list[int], only: list[str]) -> list[tuple[str, list[str], list[str]]]:
+    """(label, the benchmark's command, the result files it leaves in benchmarks/results/) of every run wanted."""
+    runs = []
+    if "der" in only:
+        for game in DER_GAMES:
+            for seed in seeds:
+                name = f"rainbow_atari_der_{game.lower()}_seed{seed}"
+                files = [name + ".txt", name + ".png", name + "_metrics.csv"]
+                command = ["bash", "benchmarks/rainbow_atari_der.sh", f"{game}NoFrameskip-v4", str(seed)]
+                runs.append((f"DER {game} seed {seed}", command, files))
+    if "ppo" in only:
+        for seed in seeds:
+            files = [f"ppo_atari_breakout_1m_seed{seed}_metrics.csv", f"ppo_atari_breakout_1m_seed{seed}.log"]
+            command = ["bash", "benchmarks/ppo_atari_breakout_1m.sh", str(seed)]
+            runs.append((f"PPO Breakout 1M seed {seed}", command, files))
+    if "dqn" in only:
+        for seed in seeds:
+            files = [f"dqn_atari_breakout_500k_seed{seed}_metrics.csv"]
+            command = ["bash", "benchmarks/dqn_atari_breakout_500k.sh", str(seed)]
+            runs.append((f"DQN Breakout 500k seed {seed}", command, files))
+    return runs
+
+
+def now() -> str:
+    return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+
+def freeze(folder: str | None) -> tuple[str, str]:
+    """HEAD's committed files copied into `folder`, with its commit in folder/FROZEN_COMMIT (made once; reused,
+    with the commit it holds, when it is there). Returns (commit, folder)."""
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    folder = folder or f"/tmp/frozen-{head.stdout.strip()}"
+    marker = os.path.join(folder, "FROZEN_COMMIT")
+    if not os.path.exists(marker):
+        os.makedirs(folder, exist_ok=True)
+        archive = subprocess.Popen(["git", "-C", ROOT, "archive", "HEAD"], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", folder], stdin=archive.stdout, check=True)
+        archive.wait()
+        with open(marker, "w") as f:
+            f.write(head.stdout)
+    with open(marker) as f:
+        return f.read().strip(), folder
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--only", nargs="+", default=["der", "ppo", "dqn"], choices=["der", "ppo", "dqn"])
+    parser.add_argument("--frozen", default=None, help="the folder of the frozen copy (default /tmp/frozen-<commit>)")
+    parser.add_argument("--dry-run", action="store_true", help="list the missing runs and stop")
+    a = parser.parse_args()
+    missing = [run for run in planned(a.seeds, a.only) if not os.path.exists(result(run[2][0]))]
+    print(f"{len(missing)} missing: " + ("; ".join(label for label, _, _ in missing) or "none"), flush=True)
+    if a.dry_run or not missing:
+        sys.exit(0)
+    commit, frozen = freeze(a.frozen)
+    env = os.environ | {"OMP_WAIT_POLICY": "passive", "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    for label, command, files in missing:
+        start = now()
+        print(f"{start}: {label} in {frozen} ({commit})", flush=True)
+        subprocess.run(["nice", "-n", "19", *command], cwd=frozen, env=env, check=True)
+        for name in files:
+            for path in glob.glob(os.path.join(frozen, "benchmarks", "results", name)):
+                shutil.copy(path, result(name))
+        with open(result("atari_seeds_runs.txt"), "a") as f:
+            f.write(f"{label}: commit {commit}, {machine()}, {start} to {now()}\n")
+        print(f"{now()}: {label} done", flush=True)
