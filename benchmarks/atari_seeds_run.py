@@ -1,6 +1,7 @@
 """Run the Atari learning benchmarks whose seeds are missing, one at a time, from a frozen copy of the code.
 
-    nohup python benchmarks/atari_seeds_run.py [--seeds 1 2 3] [--only der ppo dqn] > benchmarks/out/seeds.log 2>&1 &
+    nohup python benchmarks/atari_seeds_run.py [--seeds 1 2 3] [--only der ppo dqn] [--games Freeway ...] \
+        > benchmarks/out/seeds.log 2>&1 &
     python benchmarks/atari_seeds_run.py --dry-run     # what is missing, in the order it would run
 
 The README's Atari figures are means over seeds 1, 2 and 3 (benchmarks/atari_seeds.py restates them): DER
@@ -31,11 +32,11 @@ from common import ROOT, machine, result
 DER_GAMES = ["RoadRunner", "KungFuMaster", "Freeway", "Krull", "Kangaroo"]
 
 
-def planned(seeds: list[int], only: list[str]) -> list[tuple[str, list[str], list[str]]]:
+def planned(seeds: list[int], only: list[str], games: list[str]) -> list[tuple[str, list[str], list[str]]]:
     """(label, the benchmark's command, the result files it leaves in benchmarks/results/) of every run wanted."""
     runs = []
     if "der" in only:
-        for game in DER_GAMES:
+        for game in games:
             for seed in seeds:
                 name = f"rainbow_atari_der_{game.lower()}_seed{seed}"
                 files = [name + ".txt", name + ".png", name + "_metrics.csv"]
@@ -79,10 +80,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--only", nargs="+", default=["der", "ppo", "dqn"], choices=["der", "ppo", "dqn"])
+    parser.add_argument("--games", nargs="+", default=DER_GAMES, choices=DER_GAMES, help="DER's games, in this order")
     parser.add_argument("--frozen", default=None, help="the folder of the frozen copy (default /tmp/frozen-<commit>)")
     parser.add_argument("--dry-run", action="store_true", help="list the missing runs and stop")
     a = parser.parse_args()
-    missing = [run for run in planned(a.seeds, a.only) if not os.path.exists(result(run[2][0]))]
+    missing = [run for run in planned(a.seeds, a.only, a.games) if not os.path.exists(result(run[2][0]))]
     print(f"{len(missing)} missing: " + ("; ".join(label for label, _, _ in missing) or "none"), flush=True)
     if a.dry_run or not missing:
         sys.exit(0)
