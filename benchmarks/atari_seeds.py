@@ -14,9 +14,11 @@ Atari-100k, the 5 games of the DER benchmark: each run's score human-normalized,
 random), with the random and human scores of Mnih et al. 2015 that the Atari-100k papers use; then the interquartile
 mean (IQM) over all games x seeds, the mean of the middle half of the runs (Agarwal et al. 2021, "Deep RL at the
 Edge of the Statistical Precipice": robust to an outlier run, less noisy than the median), with a 95% stratified
-bootstrap interval (each game's seeds resampled with replacement, --resamples times; percentiles 2.5 and 97.5).
-Beside it, DER's published per-game means (van Hasselt et al. 2019) normalized the same way, and their IQM over
-the same 5 games. It is not the 26-game Atari-100k IQM of the papers: 5 games, chosen before the runs.
+bootstrap interval (each game's seeds resampled with replacement, --resamples times; percentiles 2.5 and 97.5), and
+the IQM of the 5 games' means over their seeds. Beside them, DER's published per-game means (van Hasselt et al.
+2019) normalized the same way, and their IQM over the same 5 games: a figure of 5 means, comparable with the IQM of
+our 5 means (while games have different numbers of seeds, the IQM over runs weighs them unequally).
+It is not the 26-game Atari-100k IQM of the papers: 5 games, chosen before the runs.
 """
 
 import argparse
@@ -116,7 +118,11 @@ if __name__ == "__main__":
     seeds = ", ".join(f"{game} {len(normalized[game])}" for game in games)
     report.say(f"IQM over {len(runs)} runs (seeds per game: {seeds}): {iqm(runs):.3f}, 95% stratified bootstrap")
     report.say(f"  interval [{low:.3f}, {high:.3f}] ({a.resamples:,} resamples); the mean {runs.mean():.3f}")
+    means = np.array([np.mean(normalized[game]) for game in games])
+    report.say(f"IQM of the {len(games)} games' means over their seeds (as DER's below): {iqm(means):.3f}")
     published = np.array([human_normalized(game, DER_PUBLISHED[game]) for game in games])
     report.say(f"DER published, the same {len(games)} games: IQM {iqm(published):.3f}, mean {published.mean():.3f}")
+    if min(len(runs) for runs in normalized.values()) < 2:
+        report.say("(a game with one seed has nothing to resample: the interval is too narrow until each has three)")
     report.say("(5 games, not the 26 of the Atari-100k benchmark: not comparable with a 26-game IQM)")
     report.write()

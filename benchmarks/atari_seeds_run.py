@@ -12,8 +12,9 @@ _metrics.csv, dqn_atari_breakout_500k_seed<k>_metrics.csv). The missing ones run
 
 A run takes 45-90 minutes on a 2-core CPU, and the code may change meanwhile: the commit checked out now (HEAD, its
 committed files) is copied once into a folder outside the work tree (--frozen, default /tmp/frozen-<commit>), and
-every run starts there, under `nice -n 19` with OMP_WAIT_POLICY=passive so that work beside it keeps the cores (a
-run started there resumes there with the code that wrote its checkpoint). Each result is copied back into
+every run starts there, under `nice -n 19` with OMP_WAIT_POLICY=passive so that work beside it keeps the cores. A
+run cut short starts again from step 0 the next time (the benchmarks do not resume); a run can be resumed by hand
+from the frozen copy, with the code that wrote its checkpoint. Each result is copied back into
 benchmarks/results/ as soon as its run ends, with one line in benchmarks/results/atari_seeds_runs.txt: the result,
 the seed, the commit, the machine, the start and end (UTC). One run at a time; the first failure stops the queue.
 Stop a run for a timing with `kill -STOP` and go on with `kill -CONT`.
@@ -63,13 +64,16 @@ def freeze(folder: str | None) -> tuple[str, str]:
     """HEAD's committed files copied into `folder`, with its commit in folder/FROZEN_COMMIT (made once; reused,
     with the commit it holds, when it is there). Returns (commit, folder)."""
     head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0 or not head.stdout.strip():
+        raise SystemExit(f"cannot read the commit of {ROOT}: {head.stderr.strip()}")
     folder = folder or f"/tmp/frozen-{head.stdout.strip()}"
     marker = os.path.join(folder, "FROZEN_COMMIT")
     if not os.path.exists(marker):
         os.makedirs(folder, exist_ok=True)
-        archive = subprocess.Popen(["git", "-C", ROOT, "archive", "HEAD"], stdout=subprocess.PIPE)
-        subprocess.run(["tar", "-x", "-C", folder], stdin=archive.stdout, check=True)
-        archive.wait()
+        with subprocess.Popen(["git", "-C", ROOT, "archive", "HEAD"], stdout=subprocess.PIPE) as archive:
+            subprocess.run(["tar", "-x", "-C", folder], stdin=archive.stdout, check=True)
+        if archive.returncode != 0:
+            raise SystemExit(f"git archive HEAD failed ({archive.returncode}): {folder} is not a whole copy")
         with open(marker, "w") as f:
             f.write(head.stdout)
     with open(marker) as f:

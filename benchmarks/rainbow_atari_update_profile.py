@@ -11,10 +11,10 @@ the cross-entropy, backward, Adam, and the new priorities. Medians of --repeats,
 Then how close the Nature network's update runs to the machine: its FLOPs (torch.utils.flop_counter: the online
 forward and backward on s, the two forwards on s') over its time, beside the rate of one 2048^3 matrix product and of
 the update's largest product alone (the first noisy layer's [32, 3136] x [3136, 512]). And the whole update (as
-train() does it) against candidates with the same math, alternating, medians of --repeats: the online network over
-s and s' in one pass of 2B (its backward covers 2B); the noisy layers' weights composed, W = mu + sigma * f(eps_out)
-f(eps_in)^T and one product, as most implementations do it (instead of two products of B rows); denormals flushed
-to zero.
+train() does it) against candidates with the same math, in turn (each round starting with the next one), medians
+of --repeats: the online network over s and s' in one pass of 2B (its backward covers 2B); the noisy layers' weights
+composed, W = mu + sigma * f(eps_out) f(eps_in)^T and one product, as most implementations do it (instead of two
+products of B rows); denormals flushed to zero (a control: there are none to flush, so it shows the noise).
 Writes benchmarks/results/rainbow_atari_update_profile.txt. Run it with nothing else on the machine.
 """
 
@@ -148,8 +148,8 @@ def candidates(repeats: int, report: Report) -> None:
     names = ["as train() does it", "online net over s and s' in one pass", "composed noisy weights"]
     names += ["denormals flushed to zero"]
     times: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(repeats):
-        for name in names:
+    for i in range(repeats):
+        for name in names[i % len(names) :] + names[: i % len(names)]:  # each round starts with the next one
             with variant(name):
                 one_pass = name == "online net over s and s' in one pass"
                 times[name].append(median_ms(partial(update, one_pass), 1, skip=0))
@@ -159,7 +159,7 @@ def candidates(repeats: int, report: Report) -> None:
     report.say(f"  as train() does it: {plain:.1f} ms, {flops / plain / 1e6:.0f} GFLOP/s")
     product = f"[{batch}, 3136] x [3136, 512] {fc:.0f} GFLOP/s"
     report.say(f"  the machine: a 2048^3 matrix product {gemm:.0f} GFLOP/s; {product}")
-    report.say("candidates with the same math, the whole update (alternating, medians):")
+    report.say("candidates with the same math, the whole update (in turn, rotating the order; medians):")
     for name in names:
         ms = median(times[name][skip:])
         report.say(f"  {name:40s} {ms:7.1f} ms  {plain / ms:5.2f}x")

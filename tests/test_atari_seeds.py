@@ -22,10 +22,12 @@ def test_iqm_is_the_mean_of_the_middle_half():
     assert atari_seeds.iqm(x) == pytest.approx(naive)
 
 
-def test_human_normalization_maps_random_to_0_and_human_to_1():
-    for game in atari_seeds.DER_PUBLISHED:
-        assert atari_seeds.human_normalized(game, atari_seeds.RANDOM[game]) == 0
-        assert atari_seeds.human_normalized(game, atari_seeds.HUMAN[game]) == pytest.approx(1)
+def test_human_normalization_with_the_published_random_and_human_scores():
+    # Mnih et al. 2015: KungFuMaster random 258.5, human 22,736.3; Freeway 0.0 and 29.6; RoadRunner 11.5 and 7,845.0
+    assert atari_seeds.human_normalized("KungFuMaster", 14346) == pytest.approx((14346 - 258.5) / (22736.3 - 258.5))
+    assert atari_seeds.human_normalized("Freeway", 29.6) == pytest.approx(1.0)
+    assert atari_seeds.human_normalized("RoadRunner", 11.5) == 0
+    assert atari_seeds.human_normalized("RoadRunner", 9600) == pytest.approx(1.2240, abs=1e-4)
 
 
 def test_stratified_bootstrap_resamples_within_games():
