@@ -13,11 +13,13 @@ _metrics.csv, dqn_atari_breakout_500k_seed<k>_metrics.csv). The missing ones run
 A run takes 45-90 minutes on a 2-core CPU, and the code may change meanwhile: the commit checked out now (HEAD, its
 committed files) is copied once into a folder outside the work tree (--frozen, default /tmp/frozen-<commit>), and
 every run starts there, under `nice -n 19` with OMP_WAIT_POLICY=passive so that work beside it keeps the cores. A
-run cut short starts again from step 0 the next time (the benchmarks do not resume); a run can be resumed by hand
-from the frozen copy, with the code that wrote its checkpoint. Each result is copied back into
-benchmarks/results/ as soon as its run ends, with one line in benchmarks/results/atari_seeds_runs.txt: the result,
-the seed, the commit, the machine, the start and end (UTC). One run at a time; the first failure stops the queue.
-Stop a run for a timing with `kill -STOP` and go on with `kill -CONT`.
+run that a kill cut after its first checkpoint (the end of a session, say) goes on from that checkpoint the next
+time, in the frozen copy that holds it, with the code that wrote it: the runner looks for it in every
+/tmp/frozen-*/ (and --frozen) whose benchmark script resumes, and the benchmark script resumes it (--resume); a run
+cut before its first checkpoint starts again. Each result is copied back into benchmarks/results/ as soon as its run
+ends, with one line in benchmarks/results/atari_seeds_runs.txt: the result, the seed, the commit, the machine, the
+start and end (UTC), and for a resumed run the step it was resumed at. One run at a time; the first failure stops
+the queue. Stop a run for a timing with `kill -STOP` and go on with `kill -CONT`.
 """
 
 import argparse
@@ -28,13 +30,15 @@ import shutil
 import subprocess
 import sys
 
+import torch
 from common import ROOT, machine, result
 
 DER_GAMES = ["RoadRunner", "KungFuMaster", "Freeway", "Krull", "Kangaroo"]
 
 
-def planned(seeds: list[int], only: list[str], games: list[str]) -> list[tuple[str, list[str], list[str]]]:
-    """(label, the benchmark's command, the result files it leaves in benchmarks/results/) of every run wanted."""
+def planned(seeds: list[int], only: list[str], games: list[str]) -> list[tuple[str, list[str], list[str], str]]:
+    """(label, the benchmark's command, the result files it leaves in benchmarks/results/, its run folders under
+    benchmarks/out/ as a glob) of every run wanted."""
     runs = []
     if "der" in only:
         for game in games:
@@ -42,18 +46,36 @@ def planned(seeds: list[int], only: list[str], games: list[str]) -> list[tuple[s
                 name = f"rainbow_atari_der_{game.lower()}_seed{seed}"
                 files = [name + ".txt", name + ".png", name + "_metrics.csv"]
                 command = ["bash", "benchmarks/rainbow_atari_der.sh", f"{game}NoFrameskip-v4", str(seed)]
-                runs.append((f"DER {game} seed {seed}", command, files))
+                folders = f"{game}NoFrameskip-v4__rainbow_der__{seed}__*"
+                runs.append((f"DER {game} seed {seed}", command, files, folders))
     if "ppo" in only:
         for seed in seeds:
             files = [f"ppo_atari_breakout_1m_seed{seed}_metrics.csv", f"ppo_atari_breakout_1m_seed{seed}.log"]
             command = ["bash", "benchmarks/ppo_atari_breakout_1m.sh", str(seed)]
-            runs.append((f"PPO Breakout 1M seed {seed}", command, files))
+            folders = f"BreakoutNoFrameskip-v4__ppo_atari__{seed}__*"
+            runs.append((f"PPO Breakout 1M seed {seed}", command, files, folders))
     if "dqn" in only:
         for seed in seeds:
             files = [f"dqn_atari_breakout_500k_seed{seed}_metrics.csv"]
             command = ["bash", "benchmarks/dqn_atari_breakout_500k.sh", str(seed)]
-            runs.append((f"DQN Breakout 500k seed {seed}", command, files))
+            folders = f"BreakoutNoFrameskip-v4__dqn_atari__{seed}__*"
+            runs.append((f"DQN Breakout 500k seed {seed}", command, files, folders))
     return runs
+
+
+def cut_run(copies: list[str], command: list[str], folders: str) -> tuple[str, str] | None:
+    """(frozen copy, run folder) of a run that was cut after its first checkpoint: checkpoint.pt in its folder and no
+    saved model (*.pt besides the checkpoint: the benchmarks save one at their end), in a copy whose benchmark
+    script resumes it. None when there is none."""
+    for copy in copies:
+        script = os.path.join(copy, command[1])
+        if not os.path.exists(script) or "--resume" not in open(script).read():
+            continue  # written before the benchmarks resumed: it would start the run again
+        for run in sorted(glob.glob(os.path.join(copy, "benchmarks", "out", "runs", folders))):
+            saved = [f for f in os.listdir(run) if f.endswith(".pt") and f != "checkpoint.pt"]
+            if os.path.exists(os.path.join(run, "checkpoint.pt")) and not saved:
+                return copy, run
+    return None
 
 
 def now() -> str:
@@ -89,18 +111,31 @@ if __name__ == "__main__":
     parser.add_argument("--dry-run", action="store_true", help="list the missing runs and stop")
     a = parser.parse_args()
     missing = [run for run in planned(a.seeds, a.only, a.games) if not os.path.exists(result(run[2][0]))]
-    print(f"{len(missing)} missing: " + ("; ".join(label for label, _, _ in missing) or "none"), flush=True)
+    print(f"{len(missing)} missing: " + ("; ".join(label for label, *_ in missing) or "none"), flush=True)
+    copies = sorted(set(glob.glob("/tmp/frozen-*")) | ({a.frozen} if a.frozen else set()))
+    for label, command, _, folders in missing:
+        if cut := cut_run(copies, command, folders):
+            print(f"  {label}: cut, resumes from {cut[1]}/checkpoint.pt", flush=True)
     if a.dry_run or not missing:
         sys.exit(0)
-    commit, frozen = freeze(a.frozen)
     env = os.environ | {"OMP_WAIT_POLICY": "passive", "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
-    for label, command, files in missing:
+    for label, command, files, folders in missing:
+        cut = cut_run(copies, command, folders)
+        if cut:  # the copy that wrote the checkpoint, and its commit
+            frozen = cut[0]
+            commit = open(os.path.join(frozen, "FROZEN_COMMIT")).read().strip()
+            step = torch.load(os.path.join(cut[1], "checkpoint.pt"), mmap=True, weights_only=True)["global_step"]
+            started = datetime.datetime.fromtimestamp(int(cut[1].rsplit("__", 1)[1]), datetime.timezone.utc)
+            resumed = f", resumed at step {step:,} (the run started {started:%Y-%m-%d %H:%M} UTC)"
+        else:
+            commit, frozen = freeze(a.frozen)
+            resumed = ""
         start = now()
-        print(f"{start}: {label} in {frozen} ({commit})", flush=True)
+        print(f"{start}: {label} in {frozen} ({commit}){resumed}", flush=True)
         subprocess.run(["nice", "-n", "19", *command], cwd=frozen, env=env, check=True)
         for name in files:
             for path in glob.glob(os.path.join(frozen, "benchmarks", "results", name)):
                 shutil.copy(path, result(name))
         with open(result("atari_seeds_runs.txt"), "a") as f:
-            f.write(f"{label}: commit {commit}, {machine()}, {start} to {now()}\n")
+            f.write(f"{label}: commit {commit}, {machine()}, {start} to {now()}{resumed}\n")
         print(f"{now()}: {label} done", flush=True)

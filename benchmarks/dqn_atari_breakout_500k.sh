@@ -8,9 +8,16 @@ seed=${1:-1}
 cd "$(dirname "$0")/.."
 mkdir -p benchmarks/out benchmarks/results
 cd benchmarks/out
-python ../../dqn_atari.py --env-id BreakoutNoFrameskip-v4 --seed "$seed" --total-timesteps 500000 \
-    --learning-starts 20000 --exploration-fraction 0.2 --eval-episodes 10 --save-model
-run=$(ls -d runs/BreakoutNoFrameskip-v4__dqn_atari__"$seed"__* | tail -n 1)
+prefix=runs/BreakoutNoFrameskip-v4__dqn_atari__"$seed"__
+# a run of this seed that was cut (a checkpoint, no saved model yet) goes on from its checkpoint
+cut=$(for r in "$prefix"*; do if [ -f "$r/checkpoint.pt" ] && [ ! -f "$r/dqn_atari.pt" ]; then echo "$r"; fi; done | tail -n 1)
+if [ -n "$cut" ]; then
+    python ../../dqn_atari.py --resume "$cut"
+else
+    python ../../dqn_atari.py --env-id BreakoutNoFrameskip-v4 --seed "$seed" --total-timesteps 500000 \
+        --learning-starts 20000 --exploration-fraction 0.2 --eval-episodes 10 --save-model
+fi
+run=${cut:-$(ls -d "$prefix"* | tail -n 1)}
 cd ../..
 cp "benchmarks/out/$run/metrics.csv" "benchmarks/results/dqn_atari_breakout_500k_seed${seed}_metrics.csv"
 [ "$seed" = 1 ] || exit 0

@@ -3,7 +3,8 @@
 # on one game, one seed, then 10 evaluation games with the mean network (noise off, epsilon 0.001, the raw game
 # score), and the same 10 games with uniform random actions for the random score on this setup.
 # DER's published scores (van Hasselt et al. 2019): RoadRunner 9600, KungFuMaster 14346, Freeway 27.9,
-# Krull 2851, Kangaroo 779. Writes benchmarks/results/rainbow_atari_der_<game>_seed<seed>{.txt,_metrics.csv,.png}.
+# Krull 2851, Kangaroo 779. A run of the game and seed that a kill cut after its first checkpoint (there is no
+# saved model in its folder yet) is resumed from that checkpoint instead of started again. Writes benchmarks/results/rainbow_atari_der_<game>_seed<seed>{.txt,_metrics.csv,.png}.
 #     nohup bash benchmarks/rainbow_atari_der.sh RoadRunnerNoFrameskip-v4 1 > benchmarks/out/rainbow_atari_der_roadrunner.log 2>&1 &
 set -euo pipefail
 env_id=${1:-RoadRunnerNoFrameskip-v4}
@@ -13,9 +14,16 @@ game=$(echo "${game#ALE/}" | tr '[:upper:]' '[:lower:]')
 cd "$(dirname "$0")/.."
 mkdir -p benchmarks/out benchmarks/results
 cd benchmarks/out
-python ../../rainbow_atari.py --preset der --env-id "$env_id" --seed "$seed" --eval-episodes 10 --save-model \
-    --exp-name rainbow_der
-run=$(ls -d runs/"${env_id//\//-}"__rainbow_der__"$seed"__* | tail -n 1)
+prefix=runs/"${env_id//\//-}"__rainbow_der__"$seed"__
+# a run of this game and seed that was cut (a checkpoint, no saved model yet) goes on from its checkpoint
+cut=$(for r in "$prefix"*; do if [ -f "$r/checkpoint.pt" ] && [ ! -f "$r/rainbow_der.pt" ]; then echo "$r"; fi; done | tail -n 1)
+if [ -n "$cut" ]; then
+    python ../../rainbow_atari.py --resume "$cut"
+else
+    python ../../rainbow_atari.py --preset der --env-id "$env_id" --seed "$seed" --eval-episodes 10 --save-model \
+        --exp-name rainbow_der
+fi
+run=${cut:-$(ls -d "$prefix"* | tail -n 1)}
 python - "$run" "$env_id" "$seed" "$game" <<'PY'
 import subprocess, sys
 sys.path.insert(0, "..")

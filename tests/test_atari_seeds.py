@@ -52,3 +52,27 @@ def test_reads_the_result_files(tmp_path):
     text = atari_seeds.seeds_line("Kangaroo", {1: 1510.0, 2: 700.0}, 779)
     seeds = "Kangaroo: 2 seeds (seed 1 1,510.0, seed 2 700.0)"
     assert text == f"{seeds}: mean 1,105.0, min-max 700.0-1,510.0; published 779"
+
+
+def test_a_cut_run_is_found_in_the_frozen_copy_whose_benchmark_resumes(tmp_path):
+    import atari_seeds_run
+
+    label, command, files, folders = atari_seeds_run.planned([2], ["der"], ["Krull"])[0]
+    copies = []
+    for name, script in [("old", "python ../../rainbow_atari.py --preset der"), ("new", "... --resume ...")]:
+        copy = tmp_path / f"frozen-{name}"
+        (copy / "benchmarks").mkdir(parents=True)
+        (copy / command[1]).write_text(script)
+        run = copy / "benchmarks" / "out" / "runs" / "KrullNoFrameskip-v4__rainbow_der__2__1796573050"
+        run.mkdir(parents=True)
+        (run / "checkpoint.pt").write_bytes(b"")
+        copies.append(str(copy))
+    # the old copy's benchmark would start the run again: only the new copy's cut run is resumed
+    assert atari_seeds_run.cut_run(copies, command, folders) == (copies[1], str(run))
+    other_seed = atari_seeds_run.planned([3], ["der"], ["Krull"])[0]
+    assert atari_seeds_run.cut_run(copies, other_seed[1], other_seed[3]) is None
+    (run / "rainbow_der.pt").write_bytes(b"")  # the model the benchmark saves at its end: the run was not cut
+    assert atari_seeds_run.cut_run(copies, command, folders) is None
+    (run / "rainbow_der.pt").unlink()
+    (run / "checkpoint.pt").unlink()  # cut before its first checkpoint: started again
+    assert atari_seeds_run.cut_run(copies, command, folders) is None
