@@ -125,15 +125,16 @@ with open(f"rank{{os.environ['RANK']}}.json", "w") as f:
 """
 
 
-def test_parameters_stay_identical_and_every_process_games_reach_the_metrics(in_tmp):
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_parameters_stay_identical_and_every_process_games_reach_the_metrics(in_tmp, bf16):
     """(a) after every optimizer step the two processes hold bit-identical parameters; (c) one run folder, whose
-    last global_step is the total (steps of both processes), with the games of both processes logged."""
+    last global_step is the total (steps of both processes), with the games of both processes logged. With --bf16
+    too: the same DDP path, the forward passes under autocast, the averaged gradients and the weights fp32."""
     driver = in_tmp / "driver.py"
     driver.write_text(DRIVER.format(root=ROOT))
     total = 2048  # 8 iterations of 2 processes x 2 envs x 64 steps
-    out = subprocess.run(
-        [*TORCHRUN, str(driver), *flags(total_timesteps=total)], env=child_env(), capture_output=True, timeout=240
-    )
+    command = [*TORCHRUN, str(driver), *flags(total_timesteps=total, bf16=bf16)]
+    out = subprocess.run(command, env=child_env(), capture_output=True, timeout=240)
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     rank0, rank1 = (json.load(open(f"rank{r}.json")) for r in (0, 1))
     updates = (total // 256) * TINY["update_epochs"] * TINY["num_minibatches"]
