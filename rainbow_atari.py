@@ -323,7 +323,7 @@ class SumTree:
         self.nodes[node] = priorities
         for _ in range(self.depth):  # the sums on the paths to the root, one level at a time
             node = node // 2
-            # nodes 2k and 2k + 1 are neighbours: one gather of the B pairs [B, 2] (1.4x faster than two gathers)
+            # nodes 2k and 2k + 1 are neighbours: one gather of the B pairs [B, 2] (1.35x faster than two gathers)
             self.nodes[node] = self.nodes.view(-1, 2)[node].sum(dim=1)
 
     def find(self, mass: torch.Tensor) -> torch.Tensor:
