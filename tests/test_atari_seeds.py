@@ -1,6 +1,7 @@
 """benchmarks/atari_seeds.py: the statistics the README's Atari results are restated with."""
 
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -76,3 +77,31 @@ def test_a_cut_run_is_found_in_the_frozen_copy_whose_benchmark_resumes(tmp_path)
     (run / "rainbow_der.pt").unlink()
     (run / "checkpoint.pt").unlink()  # cut before its first checkpoint: started again
     assert atari_seeds_run.cut_run(copies, command, folders) is None
+
+
+def test_metrics_match_tells_a_replay_of_the_same_algorithm_from_another(tmp_path):
+    """benchmarks/metrics_match.py, the check that an old seed's code and today's run the same algorithm."""
+    old = "global_step,metric,value\n"
+    old += "".join(
+        f"{s},charts/episodic_return,{s % 7}.0\n{s},losses/td_loss,{1 / s!r}\n" for s in range(100, 1100, 100)
+    )
+    (tmp_path / "old.csv").write_text(old + "1100,charts/episodic_return,3.0\n")
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "metrics_match.py")
+
+    def verdict(new: str) -> str:
+        (tmp_path / "new.csv").write_text(new)
+        out = subprocess.run(
+            [sys.executable, script, str(tmp_path / "old.csv"), str(tmp_path / "new.csv")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return [line for line in out.splitlines() if line.startswith(("SAME", "DIFFERENT"))][0]
+
+    # a replay cut at step 600: compared up to there; a rate (charts/SPS) and a last-bit difference do not count
+    replay = "\n".join(old.splitlines()[:13]) + "\n600,charts/SPS,123.0\n"
+    assert verdict(replay).startswith("SAME")
+    assert verdict(replay.replace("0.002\n", "0.0020000000000000005\n")).startswith("SAME")
+    assert verdict(replay.replace("500,charts/episodic_return,3.0", "500,charts/episodic_return,4.0")) == "DIFFERENT"
+    assert verdict(replay.replace("0.002\n", "0.0021\n")) == "DIFFERENT"  # a loss off by 5%
+    assert verdict(replay.replace("500,losses/td_loss", "500,losses/q_values")).startswith("DIFFERENT")
