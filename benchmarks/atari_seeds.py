@@ -76,8 +76,8 @@ def last_games_runs(folder: str, name: str) -> dict[int, float]:
     """{seed: the mean of the last 100 training games} of <name>_seed<k>_metrics.csv."""
     runs = {}
     for path in glob.glob(os.path.join(folder, f"{name}_seed*_metrics.csv")):
-        seed = int(re.search(r"_seed(\d+)_metrics\.csv$", path)[1])
-        runs[seed] = float(game_scores(path)[1][-100:].mean())
+        if seed := re.fullmatch(rf"{name}_seed(\d+)_metrics\.csv", os.path.basename(path)):
+            runs[int(seed[1])] = float(game_scores(path)[1][-100:].mean())
     return dict(sorted(runs.items()))
 
 

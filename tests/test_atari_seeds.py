@@ -47,6 +47,10 @@ def test_reads_the_result_files(tmp_path):
         (tmp_path / f"rainbow_atari_der_kangaroo_seed{seed}.txt").write_text(line.format(seed, score) + "\n")
     rows = "".join(f"{step},charts/episodic_return,{step % 7}\n" for step in range(1, 151))
     (tmp_path / "ppo_atari_breakout_1m_seed2_metrics.csv").write_text("global_step,metric,value\n" + rows)
+    # another file whose name the glob also matches (a replay of seed 2, say) is not a seed of its own
+    (tmp_path / "ppo_atari_breakout_1m_seed2_replay_metrics.csv").write_text(
+        "global_step,metric,value\n1,charts/episodic_return,99\n"
+    )
     assert atari_seeds.der_runs(str(tmp_path)) == {"Kangaroo": {1: 1510.0, 2: 700.0}}
     last = atari_seeds.last_games_runs(str(tmp_path), "ppo_atari_breakout_1m")
     assert last == {2: pytest.approx(np.mean([step % 7 for step in range(51, 151)]))}
