@@ -76,7 +76,7 @@ def last_games_runs(folder: str, name: str) -> dict[int, float]:
     """{seed: the mean of the last 100 training games} of <name>_seed<k>_metrics.csv."""
     runs = {}
     for path in glob.glob(os.path.join(folder, f"{name}_seed*_metrics.csv")):
-        if seed := re.fullmatch(rf"{name}_seed(\d+)_metrics\.csv", os.path.basename(path)):
+        if seed := re.fullmatch(rf"{re.escape(name)}_seed(\d+)_metrics\.csv", os.path.basename(path)):
             runs[int(seed[1])] = float(game_scores(path)[1][-100:].mean())
     return dict(sorted(runs.items()))
 

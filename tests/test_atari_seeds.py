@@ -94,13 +94,10 @@ def test_metrics_match_tells_a_replay_of_the_same_algorithm_from_another(tmp_pat
 
     def verdict(new: str) -> str:
         (tmp_path / "new.csv").write_text(new)
-        out = subprocess.run(
-            [sys.executable, script, str(tmp_path / "old.csv"), str(tmp_path / "new.csv")],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        return [line for line in out.splitlines() if line.startswith(("SAME", "DIFFERENT"))][0]
+        run = subprocess.run([sys.executable, script, tmp_path / "old.csv", tmp_path / "new.csv"], capture_output=True)
+        last = run.stdout.decode().splitlines()[-2]  # before the load average line
+        assert run.returncode == {"SAME": 0, "DIFFERENT": 1, "nothing": 2}[last.split()[0].rstrip(":")], last
+        return last
 
     # a replay cut at step 600: compared up to there; a rate (charts/SPS) and a last-bit difference do not count
     replay = "\n".join(old.splitlines()[:13]) + "\n600,charts/SPS,123.0\n"
@@ -109,3 +106,17 @@ def test_metrics_match_tells_a_replay_of_the_same_algorithm_from_another(tmp_pat
     assert verdict(replay.replace("500,charts/episodic_return,3.0", "500,charts/episodic_return,4.0")) == "DIFFERENT"
     assert verdict(replay.replace("0.002\n", "0.0021\n")) == "DIFFERENT"  # a loss off by 5%
     assert verdict(replay.replace("500,losses/td_loss", "500,losses/q_values")).startswith("DIFFERENT")
+    # the order of the log calls within a step does not count; a half-written last line (a killed run) is dropped
+    swapped = replay.replace("300,charts/episodic_return,6.0\n300,losses/td_loss,0.0033333333333333335\n", "")
+    swapped = swapped.replace(
+        "400,", "300,losses/td_loss,0.0033333333333333335\n300,charts/episodic_return,6.0\n400,", 1
+    )
+    assert swapped != replay and verdict(swapped).startswith("SAME")
+    assert verdict(replay + "700,losses/td_lo").startswith("SAME")
+    # a replay longer than the old run: compared up to the old run's end
+    assert verdict(old + "1100,charts/episodic_return,3.0\n1200,charts/episodic_return,5.0\n").startswith("SAME")
+    # a NaN logged by both runs is equal; by one only, not
+    (tmp_path / "old.csv").write_text(replay.replace("0.002\n", "nan\n"))
+    assert verdict(replay.replace("0.002\n", "nan\n")).startswith("SAME")
+    assert verdict(replay) == "DIFFERENT"
+    assert verdict("global_step,metric,value\n").startswith("nothing to compare")  # no rows: exit status 2
