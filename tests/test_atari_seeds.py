@@ -1,7 +1,6 @@
 """benchmarks/atari_seeds.py: the statistics the README's Atari results are restated with."""
 
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 import atari_seeds  # noqa: E402
+import metrics_match  # noqa: E402
 
 
 def test_iqm_is_the_mean_of_the_middle_half():
@@ -83,20 +83,21 @@ def test_a_cut_run_is_found_in_the_frozen_copy_whose_benchmark_resumes(tmp_path)
     assert atari_seeds_run.cut_run(copies, command, folders) is None
 
 
-def test_metrics_match_tells_a_replay_of_the_same_algorithm_from_another(tmp_path):
+def test_metrics_match_tells_a_replay_of_the_same_algorithm_from_another(tmp_path, monkeypatch, capsys):
     """benchmarks/metrics_match.py, the check that an old seed's code and today's run the same algorithm."""
     old = "global_step,metric,value\n"
     old += "".join(
         f"{s},charts/episodic_return,{s % 7}.0\n{s},losses/td_loss,{1 / s!r}\n" for s in range(100, 1100, 100)
     )
     (tmp_path / "old.csv").write_text(old + "1100,charts/episodic_return,3.0\n")
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "metrics_match.py")
 
-    def verdict(new: str) -> str:
+    def verdict(new: str) -> str:  # its command line, run in this process (a subprocess per call costs seconds)
         (tmp_path / "new.csv").write_text(new)
-        run = subprocess.run([sys.executable, script, tmp_path / "old.csv", tmp_path / "new.csv"], capture_output=True)
-        last = run.stdout.decode().splitlines()[-2]  # before the load average line
-        assert run.returncode == {"SAME": 0, "DIFFERENT": 1, "nothing": 2}[last.split()[0].rstrip(":")], last
+        monkeypatch.setattr(sys, "argv", ["metrics_match.py", str(tmp_path / "old.csv"), str(tmp_path / "new.csv")])
+        with pytest.raises(SystemExit) as status:
+            metrics_match.main()
+        last = capsys.readouterr().out.splitlines()[-2]  # before the load average line
+        assert status.value.code == {"SAME": 0, "DIFFERENT": 1, "nothing": 2}[last.split()[0].rstrip(":")], last
         return last
 
     # a replay cut at step 600: compared up to there; a rate (charts/SPS) and a last-bit difference do not count

@@ -97,16 +97,22 @@ def test_ppo_bf16_scores_the_rollouts_actions_as_the_update_does(in_tmp):
 
 @pytest.mark.parametrize("name", ATARI)
 def test_a_bf16_run_trains_saves_fp32_and_resumes_with_or_without_it(in_tmp, name):
-    run_dir = train(name, bf16=True, checkpoint_every=TINY_RUNS[name]["total_timesteps"] // 2)
-    values = [float(r["value"]) for r in read_metrics(run_dir)]
-    assert values and all(v == v and abs(v) != float("inf") for v in values)
+    # the replay scripts learn from batches of 4, not 32: emulated bfloat16 (AVX2 CPUs) is slow, the test is the path
+    small = {"batch_size": 4} if name != "ppo_atari" else {}
+    total = TINY_RUNS[name]["total_timesteps"]
+    run_dir = train(name, bf16=True, checkpoint_every=total // 2, **small)
+    rows = read_metrics(run_dir)
+    assert any(r["metric"].startswith("losses/") for r in rows)  # it did update, and logged a loss
+    values = [float(r["value"]) for r in rows]
+    assert all(v == v and abs(v) != float("inf") for v in values)
     state = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
     floats = [t for t in state["model"].values() if t.is_floating_point()]
     assert floats and all(t.dtype == torch.float32 for t in floats)
-    total = TINY_RUNS[name]["total_timesteps"]
-    assert train(name, bf16=False, resume=run_dir, total_timesteps=2 * total) == run_dir  # the flag may change
-    assert train(name, bf16=True, resume=run_dir, total_timesteps=3 * total) == run_dir
-    assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)["global_step"] >= 3 * total
+    # a little further each time (one PPO iteration, a few replay updates): the flag may change on resume
+    more = 2 * 64 if name == "ppo_atari" else 40  # PPO: 2 envs x 64 steps
+    assert train(name, bf16=False, resume=run_dir, total_timesteps=total + more, **small) == run_dir
+    assert train(name, bf16=True, resume=run_dir, total_timesteps=total + 2 * more, **small) == run_dir
+    assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)["global_step"] >= total + 2 * more
 
 
 def test_the_first_line_warns_where_bf16_has_no_hardware(monkeypatch, capsys):
