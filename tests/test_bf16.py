@@ -109,7 +109,8 @@ def test_a_bf16_run_trains_saves_fp32_and_resumes_with_or_without_it(in_tmp, nam
     floats = [t for t in state["model"].values() if t.is_floating_point()]
     assert floats and all(t.dtype == torch.float32 for t in floats)
     # a little further each time (one PPO iteration, a few replay updates): the flag may change on resume
-    more = 2 * 64 if name == "ppo_atari" else 40  # PPO: 2 envs x 64 steps
+    tiny = TINY_RUNS[name]
+    more = tiny["num_envs"] * tiny["num_steps"] if name == "ppo_atari" else 40
     assert train(name, bf16=False, resume=run_dir, total_timesteps=total + more, **small) == run_dir
     assert train(name, bf16=True, resume=run_dir, total_timesteps=total + 2 * more, **small) == run_dir
     assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)["global_step"] >= total + 2 * more
