@@ -111,7 +111,7 @@ class Args:
     checkpoint_every: int = 150_000
     """agent steps between checkpoints of the whole training state into runs/<run>/checkpoint.pt (0: none)"""
     bf16: bool = False
-    """the networks' forward passes (acting and learning) in bfloat16 under torch.autocast; the losses, the optimizer
+    """the update's forward passes in bfloat16 under torch.autocast (acting stays fp32); the losses, the optimizer
     and checkpoints stay fp32. Fast where the hardware has bf16 (GPUs since Ampere, CPUs with AMX or AVX512-BF16)"""
     checkpoint_replay: bool = True
     """write the replay memory into each checkpoint (off: a resumed run refills it for --learning-starts steps)"""
@@ -177,9 +177,9 @@ def is_game_over(terminated, truncated, lives, prev_lives) -> np.ndarray:
 class QNetwork(nn.Module):
     """The Nature-DQN network (Mnih et al. 2015): stacked frames in, one Q value per action out."""
 
-    def __init__(self, frames: int, num_actions: int, bf16: bool = False):
+    def __init__(self, frames: int, num_actions: int):
         super().__init__()
-        self.num_actions, self.bf16 = num_actions, bf16
+        self.num_actions = num_actions
         self.net = nn.Sequential(
             nn.Conv2d(frames, 32, 8, stride=4),  # [B, 32, 20, 20]
             nn.ReLU(),
@@ -197,9 +197,9 @@ class QNetwork(nn.Module):
         """uint8 frames [B, 4, 84, 84] -> Q_theta(s, .) [B, A]."""
         # channels_last (NHWC) convolutions: faster on CPU (see ppo_atari.py); scale to [0, 1] in place
         x = obs.contiguous(memory_format=torch.channels_last).float().mul_(1.0 / 255.0)
-        # --bf16: the network in bfloat16, Q back in fp32: the TD error is a difference of nearby numbers
-        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.bf16):
-            return self.net(x).float()
+        # under --bf16's autocast (the update) the layers run in bfloat16; Q comes back in fp32: the TD error is a
+        # difference of nearby numbers
+        return self.net(x).float()
 
 
 class ReplayMemory:
@@ -349,8 +349,8 @@ def train(args: Args) -> str:
     N = args.num_envs
     num_iterations = args.total_timesteps // N
     with Run(args, num_iterations * N) as run:
-        q_net = QNetwork(obs_shape[0], num_actions, args.bf16).to(device, memory_format=torch.channels_last)
-        target_net = QNetwork(obs_shape[0], num_actions, args.bf16).to(device, memory_format=torch.channels_last)
+        q_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
+        target_net = QNetwork(obs_shape[0], num_actions).to(device, memory_format=torch.channels_last)
         target_net.load_state_dict(q_net.state_dict())
         target_net.requires_grad_(False)
         # impl detail: fused Adam, one kernel for all parameters (on CPU the default loops over them, op by op)
@@ -388,9 +388,12 @@ def train(args: Args) -> str:
                     obs_b, actions_b, rewards_b, terminations_b, next_obs_b = batch
                     # lecture: l(s, a, r, s') = (sign(r) + gamma (1 - terminated) max_a' Q_theta'(s', a')
                     #                            - Q_theta(s, a))^2
-                    with torch.no_grad():
-                        y = td_target(rewards_b, terminations_b, target_net(next_obs_b), args.gamma)
-                    q_sa = q_net(obs_b).gather(1, actions_b[:, None]).squeeze(1)
+                    # --bf16: the update's forward passes in bfloat16. Acting stays fp32: one frame at a time, its
+                    # forward is bound by reading the weights, and autocast would add a bf16 copy of them each step
+                    with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+                        with torch.no_grad():
+                            y = td_target(rewards_b, terminations_b, target_net(next_obs_b), args.gamma)
+                        q_sa = q_net(obs_b).gather(1, actions_b[:, None]).squeeze(1)
                     # deviation: --loss huber is the Nature paper's clipping of the TD error's gradient to [-1, 1]
                     loss = F.mse_loss(q_sa, y) if args.loss == "mse" else F.smooth_l1_loss(q_sa, y)
                     optimizer.zero_grad(set_to_none=True)
@@ -436,7 +439,7 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
 
 def pick_device(cuda: bool, say: bool = True, bf16: bool = False) -> torch.device:
     """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line, with a warning where
-    --bf16 has no bfloat16 hardware to run on (emulated then: the update 7-12x slower on an AVX2 CPU, measured)."""
+    --bf16 has no bfloat16 hardware to run on (emulated then: the update 7-13x slower on an AVX2 CPU, measured)."""
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
     # CPU kernels of another SIMD width round differently: a seeded run is reproducible on the same kind only
     kind = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()

@@ -113,7 +113,7 @@ class Args:
     checkpoint_every: int = 50_000
     """agent steps between checkpoints of the whole training state into runs/<run>/checkpoint.pt (0: none)"""
     bf16: bool = False
-    """the networks' forward passes (acting and learning) in bfloat16 under torch.autocast; the losses, the optimizer
+    """the update's forward passes in bfloat16 under torch.autocast (acting stays fp32); the losses, the optimizer
     and checkpoints stay fp32. Fast where the hardware has bf16 (GPUs since Ampere, CPUs with AMX or AVX512-BF16)"""
     checkpoint_replay: bool = True
     """write the replay memory into each checkpoint (off: a resumed run refills it for --learning-starts steps)"""
@@ -250,9 +250,8 @@ class RainbowNetwork(nn.Module):
     3. dueling: Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a'), per atom (the mean makes V and A identifiable)."""
 
     def __init__(self, frames: int, num_actions: int, network: str, dueling: bool, distributional: bool,
-                 n_atoms: int, v_min: float, v_max: float, noisy: bool, sigma0: float, bf16: bool = False):  # fmt: skip
+                 n_atoms: int, v_min: float, v_max: float, noisy: bool, sigma0: float):  # fmt: skip
         super().__init__()
-        self.bf16 = bf16
         if network == "nature":  # Mnih et al. 2015
             convs = [nn.Conv2d(frames, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU()]
             convs += [nn.Conv2d(64, 64, 3, stride=1)]  # [B, 64, 7, 7]
@@ -278,12 +277,12 @@ class RainbowNetwork(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """uint8 frames [B, 4, 84, 84] -> [B, A, K]."""
         x = obs.contiguous(memory_format=self.layout).float().mul_(1.0 / 255.0)  # to [0, 1] in place
-        # --bf16: the torso and the streams in bfloat16, their outputs back in fp32: the dueling combination, the
-        # softmax over the atoms and the cross-entropy of the projected distribution are computed in fp32
-        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.bf16):
-            x = self.torso(x)
-            advantage = self.advantage(x).float().view(-1, self.num_actions, self.atoms)  # [B, A, K]
-            value = self.value(x).float().view(-1, 1, self.atoms) if self.value is not None else None
+        # under --bf16's autocast (the update) the torso and the streams run in bfloat16, their outputs come back in
+        # fp32: the dueling combination, the softmax over the atoms and the cross-entropy of the projected
+        # distribution are computed in fp32
+        x = self.torso(x)
+        advantage = self.advantage(x).float().view(-1, self.num_actions, self.atoms)  # [B, A, K]
+        value = self.value(x).float().view(-1, 1, self.atoms) if self.value is not None else None
         if value is None:
             return advantage
         # 3. dueling: Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a') (per atom, before the softmax, as in Rainbow).
@@ -552,8 +551,8 @@ def train(args: Args) -> str:
     num_iterations = args.total_timesteps // N
     with Run(args, num_iterations * N) as run:
         config = {name: getattr(args, name) for name in NETWORK_FLAGS}
-        q_net = RainbowNetwork(obs_shape[0], num_actions, **config, bf16=args.bf16).to(device)
-        target_net = RainbowNetwork(obs_shape[0], num_actions, **config, bf16=args.bf16).to(device)
+        q_net = RainbowNetwork(obs_shape[0], num_actions, **config).to(device)
+        target_net = RainbowNetwork(obs_shape[0], num_actions, **config).to(device)
         target_net.load_state_dict(q_net.state_dict())
         target_net.requires_grad_(False)
         # impl detail: fused Adam, one kernel for all parameters (on CPU the default loops over them, op by op)
@@ -602,7 +601,11 @@ def train(args: Args) -> str:
                     batch = [x.to(device) for x in memory.transitions(envs_b, slots_b)]
                     q_net.reset_noise()  # 6. fresh noise for each update, independent for theta and theta'
                     target_net.reset_noise()
-                    losses, td_errors, q_sa = rainbow_loss(q_net, target_net, *batch, double=args.double)
+                    # --bf16: the update's forward passes in bfloat16 (the online net's weights cast once for its two).
+                    # Acting stays fp32: one frame at a time, its forward is bound by reading the weights, and autocast
+                    # would add a bf16 copy of them each step
+                    with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+                        losses, td_errors, q_sa = rainbow_loss(q_net, target_net, *batch, double=args.double)
                     # 2. the importance weights w_i correct for sampling by priority
                     loss = (weights.to(device, torch.float32) * losses).mean()
                     optimizer.zero_grad(set_to_none=True)
@@ -650,7 +653,7 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
 
 def pick_device(cuda: bool, say: bool = True, bf16: bool = False) -> torch.device:
     """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line, with a warning where
-    --bf16 has no bfloat16 hardware to run on (emulated then: the update 7-12x slower on an AVX2 CPU, measured)."""
+    --bf16 has no bfloat16 hardware to run on (emulated then: the update 7-13x slower on an AVX2 CPU, measured)."""
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
     # CPU kernels of another SIMD width round differently: a seeded run is reproducible on the same kind only
     kind = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()

@@ -512,7 +512,7 @@ def seed_everything(seed: int, torch_deterministic: bool) -> None:
 
 def pick_device(cuda: bool, say: bool = True, bf16: bool = False) -> torch.device:
     """The GPU with --cuda when torch sees one, else the CPU; said in the run's first line, with a warning where
-    --bf16 has no bfloat16 hardware to run on (emulated then: the update 7-12x slower on an AVX2 CPU, measured)."""
+    --bf16 has no bfloat16 hardware to run on (emulated then: the update 7-13x slower on an AVX2 CPU, measured)."""
     device = torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")
     # CPU kernels of another SIMD width round differently: a seeded run is reproducible on the same kind only
     kind = torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()

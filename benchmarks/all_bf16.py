@@ -1,17 +1,24 @@
-"""--bf16 against fp32 in the three Atari scripts: one update at each script's batch, and whole runs' steady rates.
+"""--bf16 against fp32 in the three Atari scripts: one update at each script's batch, one acting forward pass, and
+whole runs' steady rates.
 
     python benchmarks/all_bf16.py [--update-repeats 60] [--repeats 2] [--scripts ppo dqn rainbow]
 
-Update: the script's network (default layout) forward and backward at its default batch with Adam, the loss on random
-frames (PPO: minibatch 256, the clipped surrogate + value loss; DQN: batch 32, target and online forward, TD loss;
-Rainbow: batch 32, Nature and DER networks, online and target forward, cross-entropy over the atoms), medians of
---update-repeats, fp32 and bf16 alternating. Whole runs: each script at its defaults, alone in an empty folder,
-with and without --bf16 alternating, the steady rate from its progress lines (PPO 16,384 steps; DQN and Rainbow past
-learning starts). Writes benchmarks/results/all_bf16.txt with the machine's capability (whether the CPU has bfloat16
-hardware: AVX512-BF16 or AMX). Run it with nothing else on the machine.
+Update: the script's network (default layout) forward and backward at its default batch with its optimizer, the loss
+on random frames (PPO: minibatch 256, the clipped surrogate + value loss, Agent's bf16 switch; DQN: batch 32, target
+and online forward, TD loss; Rainbow: batch 32, Nature and DER networks, fresh noise, rainbow_loss() (online forward
+on s, target and online forwards on s', projection, cross-entropy); DQN's and Rainbow's under one autocast region,
+as their train() runs them), medians of --update-repeats, fp32 and bf16 alternating. Acting: one forward pass at the
+acting batch of the defaults (PPO 8 frames, DQN and Rainbow 1; Rainbow with fresh noise, as each step draws it),
+fp32 and under bfloat16 autocast: DQN and Rainbow act in fp32 with --bf16, this is the measurement behind that.
+Whole runs: each script at its defaults, alone in an empty folder, with and without --bf16 alternating, the steady
+rate from its progress lines (PPO 16,384 steps; DQN and Rainbow past learning starts). Writes
+benchmarks/results/all_bf16.txt with the machine's capability (whether the CPU has bfloat16 hardware: AVX512-BF16 or
+AMX). Run it with nothing else on the machine; --repeats 0 times the updates and acting only (on a CPU that emulates
+bf16, whole runs with it take long).
 """
 
 import argparse
+import contextlib
 import sys
 
 import torch
@@ -21,6 +28,10 @@ from common import Report, import_script, median, median_ms, result, script, ste
 
 def frames(n: int) -> torch.Tensor:
     return torch.randint(0, 256, (n, 4, 84, 84), dtype=torch.uint8)
+
+
+def autocast(bf16: bool):
+    return torch.autocast("cpu", torch.bfloat16, enabled=bf16)
 
 
 def ppo_update(bf16: bool):
@@ -45,15 +56,17 @@ def ppo_update(bf16: bool):
 
 def dqn_update(bf16: bool):
     dqn = import_script("dqn_atari")
-    q_net = dqn.QNetwork(4, 4, bf16).to(memory_format=torch.channels_last)
-    target_net = dqn.QNetwork(4, 4, bf16).to(memory_format=torch.channels_last).requires_grad_(False)
+    q_net = dqn.QNetwork(4, 4).to(memory_format=torch.channels_last)
+    target_net = dqn.QNetwork(4, 4).to(memory_format=torch.channels_last).requires_grad_(False)
     optimizer = torch.optim.Adam(q_net.parameters(), lr=1e-4, fused=True)
     obs, next_obs, actions = frames(32), frames(32), torch.randint(0, 4, (32,))
 
     def update():
-        with torch.no_grad():
-            y = dqn.td_target(torch.ones(32), torch.zeros(32), target_net(next_obs), 0.99)
-        loss = F.mse_loss(q_net(obs).gather(1, actions[:, None]).squeeze(1), y)
+        with autocast(bf16):
+            with torch.no_grad():
+                y = dqn.td_target(torch.ones(32), torch.zeros(32), target_net(next_obs), 0.99)
+            q_sa = q_net(obs).gather(1, actions[:, None]).squeeze(1)
+        loss = F.mse_loss(q_sa, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -64,21 +77,48 @@ def dqn_update(bf16: bool):
 def rainbow_update(bf16: bool, network: str):
     rb = import_script("rainbow_atari")
     config = {name: getattr(rb.Args(), name) for name in rb.NETWORK_FLAGS} | {"network": network}
-    q_net, target_net = (rb.RainbowNetwork(4, 4, **config, bf16=bf16) for _ in range(2))
-    optimizer = torch.optim.Adam(q_net.parameters(), lr=6.25e-5, eps=1.5e-4)
-    obs, next_obs, actions = frames(32), frames(32), torch.randint(0, 4, (32,))
-    target = torch.softmax(torch.randn(32, 51), dim=1)
+    q_net, target_net = (rb.RainbowNetwork(4, 4, **config) for _ in range(2))
+    target_net.requires_grad_(False)
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=6.25e-5, eps=1.5e-4, fused=True)
+    batch = (frames(32), torch.randint(0, 4, (32,)), torch.randn(32), torch.full((32,), 0.97), frames(32))
 
     def update():
-        with torch.no_grad():
-            target_net(next_obs)  # the target's forward, as in the loss (the projection itself is not timed here)
-        log_p = torch.log_softmax(q_net(obs)[torch.arange(32), actions], dim=1)
-        loss = -(target * log_p).sum(1).mean()
+        q_net.reset_noise()
+        target_net.reset_noise()
+        with autocast(bf16):
+            losses = rb.rainbow_loss(q_net, target_net, *batch, double=True)[0]
+        loss = losses.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     return update
+
+
+def acting(name: str):
+    """One forward pass at the acting batch of the defaults, fp32 or under autocast (the script's own way: PPO's
+    Agent switch; the replay scripts act in fp32 whatever --bf16 says, so this times what bf16 acting would cost)."""
+    module = import_script(f"{name}_atari")
+    if name == "ppo":
+        obs = frames(8)
+        agents = {bf16: module.Agent(4, bf16).to(memory_format=torch.channels_last) for bf16 in (False, True)}
+        return lambda bf16: lambda: agents[bf16](obs)
+    if name == "dqn":
+        q_net = module.QNetwork(4, 4).to(memory_format=torch.channels_last)
+    else:
+        q_net = module.RainbowNetwork(4, 4, **{name: getattr(module.Args(), name) for name in module.NETWORK_FLAGS})
+    obs = frames(1)
+
+    def act(bf16: bool):
+        def forward():
+            if name == "rainbow":
+                q_net.reset_noise()  # fresh noise at each step
+            with autocast(bf16):
+                return q_net(obs)
+
+        return forward
+
+    return act
 
 
 UPDATES = {
@@ -115,15 +155,21 @@ if __name__ == "__main__":
     report.say(f"torch kernels: {capability}; bfloat16 hardware (AVX512-BF16 or AMX): {'yes' if native else 'no'}")
     report.say(f"torch threads: {torch.get_num_threads()}")
     for name in a.scripts:
-        for what, make in UPDATES[name]:
+        acts = acting(name)
+        frames_acted = "8 frames" if name == "ppo" else "1 frame"
+        parts = [(f"update, {what}", make) for what, make in UPDATES[name]]
+        parts += [(f"acting, {name}_atari.py, {frames_acted}", acts)]
+        for what, make in parts:
             fp32, bf16 = make(False), make(True)
+            repeats = a.update_repeats if what.startswith("update") else 10 * a.update_repeats
             times = {"fp32": [], "bf16": []}
-            for _ in range(3):  # alternating blocks, so that a drift of the machine's speed falls on both
-                times["fp32"].append(median_ms(fp32, a.update_repeats // 3 + 2))
-                times["bf16"].append(median_ms(bf16, a.update_repeats // 3 + 2))
+            with torch.no_grad() if what.startswith("acting") else contextlib.nullcontext():
+                for _ in range(3):  # alternating blocks, so that a drift of the machine's speed falls on both
+                    times["fp32"].append(median_ms(fp32, repeats // 3 + 2))
+                    times["bf16"].append(median_ms(bf16, repeats // 3 + 2))
             t32, t16 = median(times["fp32"]), median(times["bf16"])
-            report.say(f"update, {what}: fp32 {t32:.1f} ms, bf16 {t16:.1f} ms: bf16 {t32 / t16:.2f}x")
-    for name in a.scripts if a.repeats > 0 else ():  # --repeats 0: the updates only (on a CPU that emulates bf16)
+            report.say(f"{what}: fp32 {t32:.2f} ms, bf16 {t16:.2f} ms: bf16 {t32 / t16:.2f}x")
+    for name in a.scripts if a.repeats > 0 else ():  # --repeats 0: the updates and acting only
         rates = {False: [], True: []}
         for _ in range(a.repeats):
             for bf16 in (False, True):

@@ -1,5 +1,6 @@
-"""--bf16 in the Atari scripts: the networks' forward passes under bfloat16 autocast, their outputs, the losses, the
-optimizer and everything saved in fp32. Tiny on purpose: a CPU without bfloat16 hardware emulates it, slowly."""
+"""--bf16 in the Atari scripts: the networks' forward passes under bfloat16 autocast (PPO's acting and learning, the
+replay scripts' updates; their acting stays fp32), their outputs, the losses, the optimizer and everything saved in
+fp32. Tiny on purpose: a CPU without bfloat16 hardware emulates it, slowly."""
 
 import os
 
@@ -22,7 +23,7 @@ def frames(n, seed=0):
 
 
 def both(network, loss):
-    """loss(network) in fp32, then with the network's forward passes in bf16."""
+    """loss(network) in fp32, then with the network's forward passes in bf16 (PPO's Agent has the switch)."""
     network.bf16 = False
     fp32 = loss(network)
     network.bf16 = True
@@ -50,6 +51,13 @@ def test_ppo_loss_in_bf16_is_within_tolerance_of_fp32():
     assert bf16 == pytest.approx(fp32, rel=LOSS_RTOL) and bf16 != fp32  # close, and bf16 did run
 
 
+def fp32_and_bf16(loss):
+    """loss() in fp32, then under bfloat16 autocast, as the replay scripts' updates run with --bf16."""
+    fp32 = loss()
+    with torch.autocast("cpu", torch.bfloat16):
+        return fp32, loss()
+
+
 def test_dqn_loss_in_bf16_is_within_tolerance_of_fp32():
     torch.manual_seed(0)
     q_net, target_net = dqn.QNetwork(4, 4), dqn.QNetwork(4, 4)
@@ -57,12 +65,14 @@ def test_dqn_loss_in_bf16_is_within_tolerance_of_fp32():
     actions = torch.randint(0, 4, (32,), generator=torch.Generator().manual_seed(2))
     rewards, terminations = torch.ones(32), torch.zeros(32)
 
-    def loss(net):
-        target_net.bf16 = net.bf16
-        y = dqn.td_target(rewards, terminations, target_net(next_obs), 0.99)
-        return torch.nn.functional.mse_loss(net(obs).gather(1, actions[:, None]).squeeze(1), y).item()
+    def loss():
+        with torch.no_grad():
+            y = dqn.td_target(rewards, terminations, target_net(next_obs), 0.99)
+        q_sa = q_net(obs).gather(1, actions[:, None]).squeeze(1)
+        assert q_sa.dtype == torch.float32  # Q back in fp32
+        return torch.nn.functional.mse_loss(q_sa, y).item()
 
-    fp32, bf16 = both(q_net, loss)
+    fp32, bf16 = fp32_and_bf16(loss)
     assert bf16 == pytest.approx(fp32, rel=LOSS_RTOL) and bf16 != fp32
 
 
@@ -75,14 +85,14 @@ def test_rainbow_loss_in_bf16_is_within_tolerance_of_fp32(network):
     obs = frames(32)
     actions = torch.randint(0, 4, (32,), generator=torch.Generator().manual_seed(2))
 
-    def loss(net):
-        out = net(obs)  # [B, A, K] logits over the atoms
+    def loss():
+        out = q_net(obs)  # [B, A, K] logits over the atoms
         assert out.dtype == torch.float32
         target = torch.softmax(torch.randn(32, out.shape[2], generator=torch.Generator().manual_seed(3)), dim=1)
         log_p = torch.log_softmax(out[torch.arange(32), actions], dim=1)  # the cross-entropy to a target distribution
         return -(target * log_p).sum(1).mean().item()
 
-    fp32, bf16 = both(q_net, loss)
+    fp32, bf16 = fp32_and_bf16(loss)
     assert bf16 == pytest.approx(fp32, rel=LOSS_RTOL) and bf16 != fp32
 
 
@@ -95,12 +105,26 @@ def test_ppo_bf16_scores_the_rollouts_actions_as_the_update_does(in_tmp):
     assert kls and all(abs(kl) < 1e-6 for kl in kls), kls
 
 
+def forward_passes(monkeypatch, name) -> set:
+    """The (frames, autocast on) of each forward pass of the replay script's network from now on (PPO: none)."""
+    calls = set()
+    if name != "ppo_atari":
+        network = dqn.QNetwork if name == "dqn_atari" else rb.RainbowNetwork
+        forward = network.forward
+        record = lambda self, obs: calls.add((len(obs), torch.is_autocast_enabled("cpu"))) or forward(self, obs)
+        monkeypatch.setattr(network, "forward", record)
+    return calls
+
+
 @pytest.mark.parametrize("name", ATARI)
-def test_a_bf16_run_trains_saves_fp32_and_resumes_with_or_without_it(in_tmp, name):
+def test_a_bf16_run_trains_saves_fp32_and_resumes_with_or_without_it(in_tmp, monkeypatch, name):
     # the replay scripts learn from batches of 4, not 32: emulated bfloat16 (AVX2 CPUs) is slow, the test is the path
     small = {"batch_size": 4} if name != "ppo_atari" else {}
     total = TINY_RUNS[name]["total_timesteps"]
+    calls = forward_passes(monkeypatch, name)
     run_dir = train(name, bf16=True, checkpoint_every=total // 2, **small)
+    # DQN, Rainbow: the update's forward passes (batches of 4) in bf16, acting (one env: 1 frame) in fp32
+    assert calls == ({(1, False), (4, True)} if name != "ppo_atari" else set())
     rows = read_metrics(run_dir)
     assert any(r["metric"].startswith("losses/") for r in rows)  # it did update, and logged a loss
     values = [float(r["value"]) for r in rows]
@@ -111,8 +135,12 @@ def test_a_bf16_run_trains_saves_fp32_and_resumes_with_or_without_it(in_tmp, nam
     # a little further each time (one PPO iteration, a few replay updates): the flag may change on resume
     tiny = TINY_RUNS[name]
     more = tiny["num_envs"] * tiny["num_steps"] if name == "ppo_atari" else 40
+    calls.clear()
     assert train(name, bf16=False, resume=run_dir, total_timesteps=total + more, **small) == run_dir
+    assert calls == ({(1, False), (4, False)} if name != "ppo_atari" else set())  # no autocast without the flag
+    calls.clear()
     assert train(name, bf16=True, resume=run_dir, total_timesteps=total + 2 * more, **small) == run_dir
+    assert calls == ({(1, False), (4, True)} if name != "ppo_atari" else set())
     assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)["global_step"] >= total + 2 * more
 
 
