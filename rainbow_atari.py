@@ -233,8 +233,8 @@ class NoisyLinear(nn.Module):
 
     def reset_noise(self) -> None:
         for eps in (self.eps_in, self.eps_out):
-            x = torch.randn_like(eps)
-            eps.copy_(x.sign() * x.abs().sqrt())
+            eps.normal_()
+            torch.copysign(eps.abs().sqrt(), eps, out=eps)  # f(x) = sgn(x) sqrt(|x|)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = F.linear(x, self.weight_mu, self.bias_mu)
@@ -310,6 +310,8 @@ class SumTree:
         self.depth = max(1, (size - 1).bit_length())
         self.leaves = 1 << self.depth
         self.nodes = torch.zeros(2 * self.leaves, dtype=torch.float64, device=device)  # float64: sums of 1M values
+        self.pairs = self.nodes.view(-1, 2)  # row k: the children 2k and 2k + 1 of node k, side by side
+        self.shifts = torch.arange(1, self.depth + 1, device=device)[:, None]  # node >> j: its ancestor j levels up
 
     def total(self) -> torch.Tensor:
         return self.nodes[1]
@@ -320,19 +322,19 @@ class SumTree:
     def set(self, index: torch.Tensor, priorities: torch.Tensor) -> None:
         node = self.leaves + index
         self.nodes[node] = priorities
-        for _ in range(self.depth):  # the sums on the paths to the root, one level at a time
-            node = node // 2
-            # nodes 2k and 2k + 1 are neighbours: one gather of the B pairs [B, 2] (1.35x faster than two gathers)
-            self.nodes[node] = self.nodes.view(-1, 2)[node].sum(dim=1)
+        for parent in node >> self.shifts:  # the sums on the paths to the root, one level at a time, bottom up
+            # one gather of the B pairs of children [B, 2], their sums written back (index_select and index_copy_:
+            # 2x faster here than indexing with [] for a few nodes)
+            self.nodes.index_copy_(0, parent, self.pairs.index_select(0, parent).sum(dim=1))
 
     def find(self, mass: torch.Tensor) -> torch.Tensor:
         """The leaf i with sum_{j<i} p_j <= u < sum_{j<=i} p_j for each u in mass: u ~ U[0, total) draws i with
         probability p_i / sum_k p_k."""
         node = torch.ones_like(mass, dtype=torch.long)
         for _ in range(self.depth):
-            left = self.nodes[2 * node]
+            left, right_mass = self.pairs.index_select(0, node).unbind(dim=1)  # the masses of node's two subtrees
             # past the left subtree's mass: go right, but never into an empty subtree (rounding at its edge)
-            right = (mass >= left) & (self.nodes[2 * node + 1] > 0)
+            right = (mass >= left) & (right_mass > 0)
             mass = torch.where(right, mass - left, mass)
             node = 2 * node + right
         return node - self.leaves
