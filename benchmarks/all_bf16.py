@@ -18,7 +18,6 @@ bf16, whole runs with it take long).
 """
 
 import argparse
-import contextlib
 import sys
 
 import torch
@@ -100,21 +99,20 @@ def acting(name: str):
     Agent switch; the replay scripts act in fp32 whatever --bf16 says, so this times what bf16 acting would cost)."""
     module = import_script(f"{name}_atari")
     if name == "ppo":
-        obs = frames(8)
-        agents = {bf16: module.Agent(4, bf16).to(memory_format=torch.channels_last) for bf16 in (False, True)}
-        return lambda bf16: lambda: agents[bf16](obs)
-    if name == "dqn":
-        q_net = module.QNetwork(4, 4).to(memory_format=torch.channels_last)
+        nets = {bf16: module.Agent(4, bf16).to(memory_format=torch.channels_last) for bf16 in (False, True)}
+    elif name == "dqn":
+        nets = dict.fromkeys((False, True), module.QNetwork(4, 4).to(memory_format=torch.channels_last))
     else:
-        q_net = module.RainbowNetwork(4, 4, **{name: getattr(module.Args(), name) for name in module.NETWORK_FLAGS})
-    obs = frames(1)
+        config = {flag: getattr(module.Args(), flag) for flag in module.NETWORK_FLAGS}
+        nets = dict.fromkeys((False, True), module.RainbowNetwork(4, 4, **config))
+    obs = frames(8 if name == "ppo" else 1)
 
     def act(bf16: bool):
         def forward():
             if name == "rainbow":
-                q_net.reset_noise()  # fresh noise at each step
-            with autocast(bf16):
-                return q_net(obs)
+                nets[bf16].reset_noise()  # fresh noise at each step
+            with torch.no_grad(), autocast(bf16 and name != "ppo"):  # PPO: the Agent's own switch
+                return nets[bf16](obs)
 
         return forward
 
@@ -155,18 +153,15 @@ if __name__ == "__main__":
     report.say(f"torch kernels: {capability}; bfloat16 hardware (AVX512-BF16 or AMX): {'yes' if native else 'no'}")
     report.say(f"torch threads: {torch.get_num_threads()}")
     for name in a.scripts:
-        acts = acting(name)
         frames_acted = "8 frames" if name == "ppo" else "1 frame"
-        parts = [(f"update, {what}", make) for what, make in UPDATES[name]]
-        parts += [(f"acting, {name}_atari.py, {frames_acted}", acts)]
-        for what, make in parts:
+        parts = [(f"update, {what}", make, a.update_repeats) for what, make in UPDATES[name]]
+        parts += [(f"acting, {name}_atari.py, {frames_acted}", acting(name), 10 * a.update_repeats)]
+        for what, make, repeats in parts:
             fp32, bf16 = make(False), make(True)
-            repeats = a.update_repeats if what.startswith("update") else 10 * a.update_repeats
             times = {"fp32": [], "bf16": []}
-            with torch.no_grad() if what.startswith("acting") else contextlib.nullcontext():
-                for _ in range(3):  # alternating blocks, so that a drift of the machine's speed falls on both
-                    times["fp32"].append(median_ms(fp32, repeats // 3 + 2))
-                    times["bf16"].append(median_ms(bf16, repeats // 3 + 2))
+            for _ in range(3):  # alternating blocks, so that a drift of the machine's speed falls on both
+                times["fp32"].append(median_ms(fp32, repeats // 3 + 2))
+                times["bf16"].append(median_ms(bf16, repeats // 3 + 2))
             t32, t16 = median(times["fp32"]), median(times["bf16"])
             report.say(f"{what}: fp32 {t32:.2f} ms, bf16 {t16:.2f} ms: bf16 {t32 / t16:.2f}x")
     for name in a.scripts if a.repeats > 0 else ():  # --repeats 0: the updates and acting only

@@ -122,9 +122,10 @@ def test_a_bf16_run_trains_saves_fp32_and_resumes_with_or_without_it(in_tmp, mon
     small = {"batch_size": 4} if name != "ppo_atari" else {}
     total = TINY_RUNS[name]["total_timesteps"]
     calls = forward_passes(monkeypatch, name)
+    # DQN, Rainbow: the update's forward passes (batches of 4) in bf16 with the flag, acting (one env: 1 frame) in fp32
+    expected = lambda bf16: {(1, False), (4, bf16)} if name != "ppo_atari" else set()
     run_dir = train(name, bf16=True, checkpoint_every=total // 2, **small)
-    # DQN, Rainbow: the update's forward passes (batches of 4) in bf16, acting (one env: 1 frame) in fp32
-    assert calls == ({(1, False), (4, True)} if name != "ppo_atari" else set())
+    assert calls == expected(True)
     rows = read_metrics(run_dir)
     assert any(r["metric"].startswith("losses/") for r in rows)  # it did update, and logged a loss
     values = [float(r["value"]) for r in rows]
@@ -137,10 +138,10 @@ def test_a_bf16_run_trains_saves_fp32_and_resumes_with_or_without_it(in_tmp, mon
     more = tiny["num_envs"] * tiny["num_steps"] if name == "ppo_atari" else 40
     calls.clear()
     assert train(name, bf16=False, resume=run_dir, total_timesteps=total + more, **small) == run_dir
-    assert calls == ({(1, False), (4, False)} if name != "ppo_atari" else set())  # no autocast without the flag
+    assert calls == expected(False)  # no autocast without the flag
     calls.clear()
     assert train(name, bf16=True, resume=run_dir, total_timesteps=total + 2 * more, **small) == run_dir
-    assert calls == ({(1, False), (4, True)} if name != "ppo_atari" else set())
+    assert calls == expected(True)
     assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)["global_step"] >= total + 2 * more
 
 
