@@ -54,7 +54,9 @@ def tiny_flags(name, **extra):
 def test_the_docstring_says_what_to_install(name):
     doc = ast.get_docstring(ast.parse(open(os.path.join(ROOT, f"{name}.py")).read()))
     install = next(line for line in doc.splitlines() if line.strip().startswith("pip install"))
-    for needed in ['"torch>=2.4"', '"gymnasium>=1.1"', "tyro", "numpy"]:
+    floor = next(line for line in open(os.path.join(ROOT, "requirements.txt")) if line.startswith("torch>="))
+    torch_floor = '"' + floor.split(",")[0] + '"'  # the docstring's torch floor is requirements.txt's
+    for needed in [torch_floor, '"gymnasium>=1.1"', "tyro", "numpy"]:
         assert needed in install, (name, needed)
     assert ('"ale-py>=0.12"' in install and "opencv-python-headless" in install) == (name in ATARI)
     for module in REACHES[name]:
