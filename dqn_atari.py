@@ -32,7 +32,7 @@ Examples:
     python dqn_atari.py --eval-checkpoint runs/<run>/dqn_atari.pt --eval-episodes 10 --capture-video
 
 Install, for this file alone (training and its evaluation):
-    pip install "torch>=2.5" "gymnasium>=1.1" "ale-py>=0.12" opencv-python-headless tyro numpy
+    pip install "torch>=2.5" "gymnasium>=1.1" "ale-py>=0.12" opencv-python-headless "tyro>=0.9.29" numpy
 and for a flag that needs more: --tensorboard: tensorboard; --track: "wandb>=0.31"; --capture-video: moviepy.
 (opencv-python-headless is OpenCV without display libraries: gymnasium's evaluation env resizes frames with it.)
 

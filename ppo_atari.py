@@ -24,7 +24,7 @@ Examples:
     torchrun --nproc-per-node 4 ppo_atari.py --env-id BreakoutNoFrameskip-v4    # 4 processes (GPUs), one model
 
 Install, for this file alone (training and its evaluation):
-    pip install "torch>=2.5" "gymnasium>=1.1" "ale-py>=0.12" opencv-python-headless tyro numpy
+    pip install "torch>=2.5" "gymnasium>=1.1" "ale-py>=0.12" opencv-python-headless "tyro>=0.9.29" numpy
 and for a flag that needs more: --tensorboard: tensorboard; --track: "wandb>=0.31"; --capture-video: moviepy.
 (opencv-python-headless is OpenCV without display libraries: gymnasium's evaluation env resizes frames with it.)
 

@@ -26,7 +26,7 @@ Examples:
     python trpo.py --eval-checkpoint runs/<run>/trpo.pt --eval-episodes 10 --eval-deterministic
 
 Install, for this file alone (training and its evaluation, classic control):
-    pip install "torch>=2.5" "gymnasium>=1.1" tyro numpy
+    pip install "torch>=2.5" "gymnasium>=1.1" "tyro>=0.9.29" numpy
 and for a flag or env that needs more: --tensorboard: tensorboard; --track: "wandb>=0.31"; --capture-video: moviepy
 and, for classic-control frames, "gymnasium[classic-control]" (pygame-ce); MuJoCo ids (Hopper-v5, ...):
 "gymnasium[mujoco]"; Box2D ids (LunarLander-v3, ...): "gymnasium[box2d]". Atari ids: ppo_atari.py, dqn_atari.py or

@@ -54,9 +54,11 @@ def tiny_flags(name, **extra):
 def test_the_docstring_says_what_to_install(name):
     doc = ast.get_docstring(ast.parse(open(os.path.join(ROOT, f"{name}.py")).read()))
     install = next(line for line in doc.splitlines() if line.strip().startswith("pip install"))
-    floor = next(line for line in open(os.path.join(ROOT, "requirements.txt")) if line.startswith("torch>="))
-    torch_floor = '"' + floor.split(",")[0] + '"'  # the docstring's torch floor is requirements.txt's
-    for needed in [torch_floor, '"gymnasium>=1.1"', "tyro", "numpy"]:
+    # the docstring's floors of torch, gymnasium and tyro are requirements.txt's
+    lines = open(os.path.join(ROOT, "requirements.txt")).read().replace("[classic-control,mujoco]", "").splitlines()
+    floors = [f'"{line.split(",")[0]}"' for line in lines if line.startswith(("torch>=", "gymnasium>=", "tyro>="))]
+    assert len(floors) == 3, floors
+    for needed in [*floors, "numpy"]:
         assert needed in install, (name, needed)
     assert ('"ale-py>=0.12"' in install and "opencv-python-headless" in install) == (name in ATARI)
     for module in REACHES[name]:
